@@ -1,0 +1,1 @@
+"""Shared SQLAlchemy plumbing for the SQL adapters: engines, error translation, sharding."""

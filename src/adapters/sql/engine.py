@@ -1,0 +1,114 @@
+"""Engines from database URLs, and the one place SQLAlchemy errors become scalecore errors.
+
+Backend: SQLAlchemy 2 Core (no ORM mapping of domain classes).
+Install extra: none for SQLite; ``postgres`` (psycopg 3) for PostgreSQL.
+Options: a database URL (``sqlite:///var/db.sqlite``, ``postgresql+psycopg://host/db``).
+
+SQLite files get WAL journaling and a busy timeout, so several threads and processes of one
+box can share a file. A PostgreSQL database named in a URL is created on first use when
+``create_database=True`` (for tests and the embedded quick start; production databases are
+provisioned by their operators).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+
+from scalecore.errors import BackendUnavailable, ConfigError, Conflict
+
+__all__ = ["make_engine", "translate_errors"]
+
+
+def make_engine(url: str, *, create_database: bool = False, **kwargs: Any) -> sa.Engine:
+    """Return an engine for ``url``; raise ``ConfigError`` if the URL is malformed.
+
+    Nothing connects yet, except that ``create_database`` makes sure the database exists.
+    """
+    try:
+        parsed = make_url(url)
+    except (sa_exc.ArgumentError, ValueError) as exc:
+        raise ConfigError(f"not a database URL: {url!r}") from exc
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, **kwargs)
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        engine = sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+    except ImportError as exc:
+        from scalecore.errors import MissingDriverError
+
+        raise MissingDriverError(
+            f"the driver for {parsed.drivername!r} is not installed; "
+            "install scalecore[postgres] for PostgreSQL"
+        ) from exc
+    if create_database and parsed.get_backend_name() == "postgresql":
+        _create_postgres_database(engine)
+    return engine
+
+
+def _sqlite_engine(url: sa.URL, **kwargs: Any) -> sa.Engine:
+    database = url.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    if database in ("", ":memory:"):
+        kwargs.setdefault("poolclass", sa.StaticPool)
+    kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
+    engine = sa.create_engine(url, **kwargs)
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy issue BEGIN itself, so "BEGIN IMMEDIATE" below takes the write
+        # lock up front and concurrent writers wait instead of failing on upgrade.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _create_postgres_database(engine: sa.Engine) -> None:
+    name = engine.url.database
+    if not name:
+        return
+    admin = sa.create_engine(engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with translate_errors(), admin.connect() as conn:
+            exists = conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            ).scalar()
+            if not exists:
+                quoted = admin.dialect.identifier_preparer.quote(name)
+                with contextlib.suppress(sa_exc.ProgrammingError):  # created concurrently
+                    conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
+    finally:
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn SQLAlchemy and driver errors raised inside the block into scalecore errors.
+
+    Integrity violations become ``Conflict``; lost connections, timeouts and every other
+    database failure become ``BackendUnavailable``.
+    """
+    try:
+        yield
+    except sa_exc.IntegrityError as exc:
+        raise Conflict(f"database constraint violated: {exc.orig}") from exc
+    except sa_exc.SQLAlchemyError as exc:
+        raise BackendUnavailable(f"database error: {type(exc).__name__}: {exc}") from exc

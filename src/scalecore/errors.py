@@ -1,0 +1,85 @@
+"""The one exception tree every scalecore component raises.
+
+::
+
+    ScalecoreError
+    ├── ConfigError                 configuration is missing, malformed or inconsistent;
+    │   │                           the message names the offending key
+    │   └── MissingDriverError      the configured adapter needs an extra that is not installed
+    ├── InvalidInput (ValueError)   a caller passed something the port refuses
+    │   └── InvalidKey              a blob, cache or session key breaks the key rules
+    ├── NotFound (LookupError)      the thing asked for does not exist (or has expired)
+    ├── Conflict                    a concurrent change won; re-read and retry
+    │   └── LeaseLost               a lease or claim is no longer held by its owner
+    ├── UnsupportedOperation        the adapter does not declare the capability asked for
+    └── BackendUnavailable          a server could not be reached or failed; retryable
+
+Adapters translate their driver's exceptions into this tree at the edge (``raise ... from
+exc``), so no boto3, pika, pymemcache or SQLAlchemy exception reaches a caller.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailable",
+    "ConfigError",
+    "Conflict",
+    "InvalidInput",
+    "InvalidKey",
+    "LeaseLost",
+    "MissingDriverError",
+    "NotFound",
+    "ScalecoreError",
+    "UnsupportedOperation",
+]
+
+
+class ScalecoreError(Exception):
+    """Root of every error scalecore raises on purpose."""
+
+
+class ConfigError(ScalecoreError):
+    """Configuration is missing, malformed or inconsistent.
+
+    ``key`` is the dotted config path at fault (``"cache.ttl"``), when there is one.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        self.key = key
+        super().__init__(f"{key}: {message}" if key else message)
+
+
+class MissingDriverError(ConfigError):
+    """The configured adapter imports a client library that is not installed."""
+
+
+class InvalidInput(ScalecoreError, ValueError):
+    """A caller passed a value the port refuses; nothing was changed."""
+
+
+class InvalidKey(InvalidInput):
+    """A key breaks the key rules shared by every adapter of a port."""
+
+
+class NotFound(ScalecoreError, LookupError):
+    """The requested object, session, message or record does not exist."""
+
+
+class Conflict(ScalecoreError):
+    """A concurrent writer changed the object first; the caller may re-read and retry."""
+
+
+class LeaseLost(Conflict):
+    """The lease or claim is held by someone else now (it expired and was taken over).
+
+    Work done under a lost lease must not be published: a newer holder, with a higher
+    fencing token, owns the resource.
+    """
+
+
+class UnsupportedOperation(ScalecoreError):
+    """The adapter does not declare the capability this operation needs."""
+
+
+class BackendUnavailable(ScalecoreError):
+    """A backing server is unreachable or failed mid-request. Retrying may succeed."""

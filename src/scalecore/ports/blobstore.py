@@ -1,0 +1,197 @@
+"""BlobStore: named byte objects with metadata, written atomically and read as streams."""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import BinaryIO, ClassVar
+
+import attrs
+
+from scalecore.capabilities import Capability
+
+__all__ = ["DEFAULT_CONTENT_TYPE", "BlobInfo", "BlobPage", "BlobStore", "BlobStream"]
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+@attrs.frozen
+class BlobInfo:
+    """What a store knows about one object, without its bytes.
+
+    ``etag`` is the lowercase hex SHA-256 of the content, identical for identical bytes on
+    every adapter (so it can be an HTTP ETag and a deduplication key).
+    """
+
+    key: str
+    size: int
+    etag: str
+    content_type: str = DEFAULT_CONTENT_TYPE
+    cache_control: str | None = None
+    expires: dt.datetime | None = None
+    last_modified: dt.datetime = attrs.field(factory=lambda: dt.datetime.now(dt.UTC))
+
+
+@attrs.frozen
+class BlobPage:
+    """One page of a listing: ``items`` in ascending key order, and the cursor for the next.
+
+    ``next_after`` is ``None`` on the last page; otherwise pass it as ``after`` to continue.
+    """
+
+    items: tuple[BlobInfo, ...]
+    next_after: str | None
+
+
+class BlobStream:
+    """An object's bytes as a stream, with its :class:`BlobInfo`.
+
+    Read it with :meth:`read` or iterate over chunks; always close it (it is a context
+    manager). The stream never holds the whole object in memory unless the adapter does.
+    """
+
+    def __init__(
+        self,
+        info: BlobInfo,
+        chunks: Iterable[bytes],
+        close: Callable[[], None] | None = None,
+    ) -> None:
+        self.info = info
+        self._chunks: Iterator[bytes] = iter(chunks)
+        self._buffer = b""
+        self._close = close
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._buffer:
+            buffered, self._buffer = self._buffer, b""
+            yield buffered
+        for chunk in self._chunks:
+            if chunk:
+                yield chunk
+
+    def read(self, size: int = -1) -> bytes:
+        """Return up to ``size`` bytes (all remaining bytes if ``size`` < 0); ``b""`` at the end."""
+        if size < 0:
+            return b"".join(self)
+        while len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def close(self) -> None:
+        """Release the underlying file or connection. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            if self._close is not None:
+                self._close()
+
+    def __enter__(self) -> BlobStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class BlobStore(abc.ABC):
+    """Named byte objects with content type, Cache-Control and a content hash.
+
+    Keys follow :func:`scalecore.keys.validate_blob_key` on every adapter; a bad key raises
+    :class:`~scalecore.errors.InvalidKey` before anything is touched. Writes are atomic: a
+    reader sees the old object or the new one, never a part. Backend failures raise
+    :class:`~scalecore.errors.BackendUnavailable`.
+
+    Capabilities: ``SHARED`` (every process sees the same objects), ``DIRECT_URL``
+    (:meth:`url_for`), ``DURABLE`` (objects survive a restart).
+    """
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+
+    @abc.abstractmethod
+    def put(
+        self,
+        key: str,
+        data: bytes | BinaryIO,
+        *,
+        content_type: str = DEFAULT_CONTENT_TYPE,
+        cache_control: str | None = None,
+        expires: dt.datetime | None = None,
+    ) -> BlobInfo:
+        """Store ``data`` under ``key``, replacing any object there, and return its info.
+
+        ``data`` may be bytes or a binary file object, which is read in chunks and never
+        loaded whole into memory. The object becomes visible only once complete; if the
+        write fails, the previous object (or no object) remains.
+        """
+
+    @abc.abstractmethod
+    def open(self, key: str) -> BlobStream:
+        """Return a stream of the object's bytes; raise ``NotFound`` if there is none."""
+
+    @abc.abstractmethod
+    def head(self, key: str) -> BlobInfo:
+        """Return the object's info without its bytes; raise ``NotFound`` if there is none."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object. Deleting a missing object is not an error (idempotent)."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "", *, after: str | None = None, limit: int = 1000) -> BlobPage:
+        """Return up to ``limit`` objects whose keys start with ``prefix``, ascending by key.
+
+        Only keys strictly greater than ``after`` are returned, so ``page.next_after`` fed
+        back as ``after`` walks the whole listing without gaps or repeats.
+        """
+
+    def url_for(self, key: str, *, expires_in: int = 3600) -> str:
+        """Return a signed URL that downloads the object for ``expires_in`` seconds.
+
+        Needs the ``DIRECT_URL`` capability; otherwise raises ``UnsupportedOperation``.
+        The URL does not prove the object exists.
+        """
+        from scalecore.capabilities import require
+
+        require(self, Capability.DIRECT_URL, "url_for")
+        raise AssertionError("an adapter declaring DIRECT_URL must override url_for")
+
+    def get(self, key: str) -> bytes:
+        """Return the whole object; for small objects only (prefer :meth:`open`)."""
+        with self.open(key) as stream:
+            return stream.read()
+
+    def exists(self, key: str) -> bool:
+        """Return whether an object is stored under ``key``."""
+        from scalecore.errors import NotFound
+
+        try:
+            self.head(key)
+        except NotFound:
+            return False
+        return True
+
+    def iter_all(self, prefix: str = "", *, page_size: int = 1000) -> Iterator[BlobInfo]:
+        """Yield every object under ``prefix`` in key order, one page at a time."""
+        after: str | None = None
+        while True:
+            page = self.list(prefix, after=after, limit=page_size)
+            yield from page.items
+            if page.next_after is None:
+                return
+            after = page.next_after
+
+    def ping(self) -> None:
+        """Raise ``BackendUnavailable`` unless the backend answers. Used by readiness checks."""
+
+    def close(self) -> None:
+        """Release connections and threads. Idempotent."""
