@@ -1,0 +1,302 @@
+"""Settings: a TOML file, environment overrides of single keys, and the embedded defaults.
+
+The file has one table per port plus ``[deployment]`` and ``[database]``::
+
+    [deployment]
+    name = "laptop"
+    multi_node = false          # true: every port must be SHARED (no puppy servers)
+    data_dir = "var"            # where embedded backends keep their files
+
+    [cache]
+    backend = "memory"          # the adapter's name in the registry
+    max_entries = 50000         # everything else goes to the adapter's constructor
+
+Any key can be overridden by an environment variable ``SCALECORE_<SECTION>__<KEY>``
+(``SCALECORE_CACHE__BACKEND=memcached``); the value is read as a TOML value when it parses
+as one (``3``, ``true``, ``["a", "b"]``) and as a plain string otherwise. A missing file
+means the embedded defaults: one SQLite file per store under ``data_dir``, local blob
+folder, in-process bus, cache and sessions.
+
+Loading validates shape and types and names the key at fault; it never connects anywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from scalecore.errors import ConfigError
+
+__all__ = [
+    "ENV_PREFIX",
+    "PORT_SECTIONS",
+    "Settings",
+    "load_settings",
+    "mask_secrets",
+]
+
+ENV_PREFIX = "SCALECORE_"
+#: Variables with the prefix that are not key overrides.
+_NOT_OVERRIDES = frozenset({"SCALECORE_CONFIG"})
+
+#: Sections that pick an adapter of a port, with the embedded default backend.
+PORT_SECTIONS: Mapping[str, str] = {
+    "blobs": "localfs",
+    "sessions": "memory",
+    "bus": "inprocess",
+    "cache": "memory",
+    "ledger": "sql",
+}
+
+_DEPLOYMENT_KEYS: Mapping[str, type | tuple[type, ...]] = {
+    "name": str,
+    "multi_node": bool,
+    "data_dir": str,
+}
+_DATABASE_KEYS = frozenset({"strategy", "shards", "pins", "create_databases", "stores"})
+_STRATEGIES = ("modulo", "jump", "directory")
+_SECTIONS = frozenset({"deployment", "database", *PORT_SECTIONS})
+
+
+@attrs.frozen
+class Settings:
+    """Validated settings. ``data`` is the effective config: file + environment + defaults."""
+
+    data: Mapping[str, Any]
+    source: str
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.data["deployment"]["data_dir"])
+
+    @property
+    def multi_node(self) -> bool:
+        return bool(self.data["deployment"]["multi_node"])
+
+    def port(self, name: str) -> tuple[str, dict[str, Any]]:
+        """Return (backend, adapter options) of a port section."""
+        section = dict(self.data[name])
+        backend = section.pop("backend")
+        return backend, section
+
+    def masked(self) -> dict[str, Any]:
+        """The effective config with secrets masked, safe to print or log."""
+        masked: dict[str, Any] = mask_secrets(self.data)
+        return masked
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read, merge and validate settings; raise ``ConfigError`` naming the key at fault."""
+    environ = os.environ if environ is None else environ
+    if path is None:
+        raw: dict[str, Any] = {}
+        source = "embedded defaults"
+    else:
+        raw = _read_toml(Path(path))
+        source = str(path)
+    _apply_env(raw, environ)
+    data = _with_defaults(raw)
+    _validate(data)
+    return Settings(data=data, source=source)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path is a directory, not a file: {path}") from None
+    except PermissionError:
+        raise ConfigError(f"config file is not readable: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in _NOT_OVERRIDES:
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        if len(parts) < 2 or not all(parts):
+            raise ConfigError(
+                f"environment variable {name} must look like "
+                f"{ENV_PREFIX}<SECTION>__<KEY>, e.g. SCALECORE_CACHE__BACKEND"
+            )
+        _check_section(parts[0], where=f"environment variable {name}")
+        target = raw
+        for part in parts[:-1]:
+            node = target.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"is not a table; cannot set {name}", key=".".join(parts[:-1]))
+            target = node
+        target[parts[-1]] = _parse_env_value(environ[name])
+
+
+def _parse_env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _check_section(name: str, where: str) -> None:
+    if name not in _SECTIONS:
+        close = difflib.get_close_matches(name, sorted(_SECTIONS), n=1)
+        hint = f"; did you mean [{close[0]}]?" if close else ""
+        raise ConfigError(
+            f"unknown section [{name}] in {where}; known: {', '.join(sorted(_SECTIONS))}{hint}"
+        )
+
+
+def _with_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
+    for name, value in raw.items():
+        _check_section(name, where="config")
+        if not isinstance(value, dict):
+            raise ConfigError("must be a table", key=name)
+    data = copy.deepcopy(dict(raw))
+    deployment = data.setdefault("deployment", {})
+    deployment.setdefault("name", "default")
+    deployment.setdefault("multi_node", False)
+    deployment.setdefault("data_dir", "var")
+    data_dir = deployment["data_dir"]
+    for port, backend in PORT_SECTIONS.items():
+        section = data.setdefault(port, {})
+        section.setdefault("backend", backend)
+        for key, value in _backend_defaults(port, section["backend"], data_dir).items():
+            section.setdefault(key, value)
+    database = data.setdefault("database", {})
+    database.setdefault("strategy", "jump")
+    if isinstance(data_dir, str):
+        database.setdefault("shards", [f"sqlite:///{data_dir}/shard-0.db"])
+    database.setdefault("create_databases", False)
+    return data
+
+
+def _backend_defaults(port: str, backend: object, data_dir: object) -> dict[str, Any]:
+    """Options an embedded backend needs that have an obvious home under ``data_dir``."""
+    if not isinstance(data_dir, str):
+        return {}
+    defaults: dict[tuple[str, object], dict[str, Any]] = {
+        ("blobs", "localfs"): {"root": f"{data_dir}/blobs"},
+        ("sessions", "sql"): {"url": f"sqlite:///{data_dir}/sessions.db"},
+        ("ledger", "sql"): {"url": f"sqlite:///{data_dir}/ledger.db"},
+    }
+    return dict(defaults.get((port, backend), {}))
+
+
+def _validate(data: Mapping[str, Any]) -> None:
+    deployment = data["deployment"]
+    _check_keys(deployment, _DEPLOYMENT_KEYS.keys(), "deployment")
+    for key, kind in _DEPLOYMENT_KEYS.items():
+        if not isinstance(deployment[key], kind):
+            raise ConfigError(
+                f"must be a {_type_name(kind)}, got {deployment[key]!r}", key=f"deployment.{key}"
+            )
+    if not deployment["data_dir"]:
+        raise ConfigError("must not be empty", key="deployment.data_dir")
+    _validate_database(data["database"], "database")
+
+
+def _validate_database(section: Mapping[str, Any], where: str) -> None:
+    _check_keys(section, _DATABASE_KEYS, where)
+    strategy = section.get("strategy", "jump")
+    if strategy not in _STRATEGIES:
+        raise ConfigError(
+            f"unknown strategy {strategy!r}; known: {', '.join(_STRATEGIES)}",
+            key=f"{where}.strategy",
+        )
+    shards = section.get("shards")
+    if not isinstance(shards, list) or not shards:
+        raise ConfigError("must be a non-empty list of database URLs", key=f"{where}.shards")
+    for index, shard in enumerate(shards):
+        _validate_shard(shard, f"{where}.shards[{index}]")
+    pins = section.get("pins", {})
+    if not isinstance(pins, dict):
+        raise ConfigError("must be a table of key = shard index", key=f"{where}.pins")
+    if pins and strategy != "directory":
+        raise ConfigError('pins need strategy = "directory"', key=f"{where}.pins")
+    for key, shard_index in pins.items():
+        if not isinstance(shard_index, int) or not 0 <= shard_index < len(shards):
+            raise ConfigError(
+                f"must be a shard index from 0 to {len(shards) - 1}, got {shard_index!r}",
+                key=f"{where}.pins.{key}",
+            )
+    if not isinstance(section.get("create_databases", False), bool):
+        raise ConfigError("must be true or false", key=f"{where}.create_databases")
+    stores = section.get("stores", {})
+    if not isinstance(stores, dict):
+        raise ConfigError("must be a table of logical stores", key=f"{where}.stores")
+    if where == "database":
+        for name, store in stores.items():
+            if not isinstance(store, dict):
+                raise ConfigError("must be a table", key=f"{where}.stores.{name}")
+            _validate_database(store, f"{where}.stores.{name}")
+    elif stores:
+        raise ConfigError("logical stores cannot nest", key=f"{where}.stores")
+
+
+def _validate_shard(shard: object, key: str) -> None:
+    if isinstance(shard, str):
+        url = shard
+    elif isinstance(shard, dict):
+        _check_keys(shard, {"url", "replicas"}, key)
+        url = shard.get("url")
+        replicas = shard.get("replicas", [])
+        if not isinstance(replicas, list) or not all(isinstance(r, str) and r for r in replicas):
+            raise ConfigError("must be a list of database URLs", key=f"{key}.replicas")
+    else:
+        raise ConfigError("must be a database URL or a table {url, replicas}", key=key)
+    if not isinstance(url, str) or not _DB_URL.match(url):
+        raise ConfigError(
+            "must be a database URL like sqlite:///var/db.sqlite or postgresql://host/db", key=key
+        )
+
+
+_DB_URL = re.compile(r"^(sqlite|postgresql)(\+\w+)?://")
+
+
+def _check_keys(section: Mapping[str, Any], known: Any, where: str) -> None:
+    known = set(known)
+    for key in section:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"unknown key; known: {', '.join(sorted(known))}{hint}", key=f"{where}.{key}"
+            )
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    names = {bool: "boolean", str: "string", int: "integer", float: "number"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+_SECRET_KEY = re.compile(r"(secret|password|passwd|token|credential|access_key)", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(?P<head>://[^:/@\s]*:)(?P<password>[^@\s]+)(?P<tail>@)")
+
+
+def mask_secrets(value: Any, key: str = "") -> Any:
+    """Return a copy of ``value`` with secret-looking keys and URL passwords replaced."""
+    if isinstance(value, Mapping):
+        return {k: mask_secrets(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v, key) for v in value]
+    if key and _SECRET_KEY.search(key) and value not in (None, ""):
+        return "***"
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\g<head>***\g<tail>", value)
+    return value
