@@ -1,0 +1,152 @@
+"""Bus adapters, and the wire rules every one of them applies identically.
+
+A payload is checked and serialised here before any adapter queues it, so a payload
+accepted by the in-process bus is accepted by a broker, and comes back equal: JSON only
+(``None``, ``bool``, ``int``, finite ``float``, ``str``, ``list``, ``dict`` with ``str``
+keys), nested at most :data:`MAX_DEPTH` levels. Tuples, sets, bytes, NaN and infinities are
+refused with ``InvalidInput`` rather than silently changed. The body is ASCII JSON text.
+
+Request/reply uses two headers and one reply shape, also shared: a request carries
+:data:`REPLY_TO_HEADER` (the topic to answer on) and :data:`CORRELATION_ID_HEADER`; the
+answer is ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "Type: message"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+
+from scalecore.errors import BackendUnavailable, InvalidInput
+from scalecore.types import JSONValue
+
+__all__ = [
+    "CORRELATION_ID_HEADER",
+    "MAX_DEPTH",
+    "REPLY_TO_HEADER",
+    "RESPONDER_GROUP",
+    "check_headers",
+    "check_message_id",
+    "decode_payload",
+    "encode_payload",
+    "error_reply",
+    "ok_reply",
+    "unpack_reply",
+]
+
+#: Deepest nesting of lists and objects a payload may have.
+MAX_DEPTH = 100
+#: Request header naming the topic the responder publishes its answer to.
+REPLY_TO_HEADER = "x-scalecore-reply-to"
+#: Request header the answer carries back, so the requester can match it.
+CORRELATION_ID_HEADER = "x-scalecore-correlation-id"
+#: The group responders of a topic share, so several responder processes split requests.
+RESPONDER_GROUP = "responders"
+
+_MESSAGE_ID = re.compile(r"[!-~]{1,128}")  # printable ASCII, no space: an AMQP shortstr
+_HEADER_NAME = re.compile(r"[!-~]{1,128}")
+_MAX_HEADER_VALUE = 4096
+
+
+def encode_payload(payload: object) -> str:
+    """Return ``payload`` as JSON text, or raise ``InvalidInput`` naming what is not JSON."""
+    _check_json(payload)
+    try:
+        return json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as exc:  # belt and braces after the check
+        raise InvalidInput(f"payload is not JSON: {exc}") from exc
+
+
+def decode_payload(body: str | bytes) -> JSONValue:
+    """Parse a body written by :func:`encode_payload`; a fresh object on every call."""
+    value: JSONValue = json.loads(body)
+    return value
+
+
+def check_message_id(message_id: object) -> str:
+    """Return ``message_id`` if it is 1-128 printable ASCII characters without spaces."""
+    if not isinstance(message_id, str) or not _MESSAGE_ID.fullmatch(message_id):
+        raise InvalidInput(
+            "message_id must be 1-128 printable ASCII characters without spaces, "
+            f"got {message_id!r}"
+        )
+    return message_id
+
+
+def check_headers(headers: object) -> dict[str, str]:
+    """Return a copy of ``headers`` if it maps names to ``str`` values, else ``InvalidInput``.
+
+    Names are 1-128 printable ASCII characters without spaces; values at most 4096 characters.
+    """
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping):
+        raise InvalidInput(f"headers must be a mapping of str to str, not {type(headers).__name__}")
+    copy: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise InvalidInput(
+                f"header names must be 1-128 printable ASCII characters, got {name!r}"
+            )
+        if not isinstance(value, str) or len(value) > _MAX_HEADER_VALUE:
+            raise InvalidInput(
+                f"header {name!r} must be a str of at most {_MAX_HEADER_VALUE} characters"
+            )
+        copy[name] = value
+    return copy
+
+
+def ok_reply(result: JSONValue) -> JSONValue:
+    """The reply payload for a responder that returned ``result``."""
+    return {"ok": True, "result": result}
+
+
+def error_reply(error: BaseException | str) -> JSONValue:
+    """The reply payload for a responder that failed (type and message, no traceback)."""
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return {"ok": False, "error": text}
+
+
+def unpack_reply(topic: str, reply: JSONValue) -> JSONValue:
+    """Return the result carried by ``reply``; raise ``BackendUnavailable`` for an error reply.
+
+    ``topic`` is the request's topic, for the message.
+    """
+    if isinstance(reply, dict) and reply.get("ok") is True and "result" in reply:
+        return reply["result"]
+    if isinstance(reply, dict) and reply.get("ok") is False:
+        raise BackendUnavailable(f"the responder on {topic!r} failed: {reply.get('error')}")
+    raise BackendUnavailable(f"the responder on {topic!r} sent a malformed reply")
+
+
+def _check_json(payload: object) -> None:
+    # Iterative, with a depth bound: a deep or self-containing structure is refused with
+    # InvalidInput instead of blowing the stack.
+    stack: list[tuple[object, int, tuple[object, ...]]] = [(payload, 0, ())]
+    while stack:
+        value, depth, path = stack.pop()
+        if value is None or isinstance(value, bool | int | str):
+            continue
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise InvalidInput(f"{_where(path)} is {value!r}; JSON has no NaN or infinity")
+            continue
+        if depth >= MAX_DEPTH:
+            raise InvalidInput(f"payload is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, list):
+            stack.extend((item, depth + 1, (*path, index)) for index, item in enumerate(value))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise InvalidInput(
+                        f"{_where(path)} has a {type(key).__name__} key; JSON object keys "
+                        "are strings"
+                    )
+                stack.append((item, depth + 1, (*path, key)))
+        else:
+            raise InvalidInput(f"{_where(path)} is a {type(value).__name__}, which is not JSON")
+
+
+def _where(path: tuple[object, ...]) -> str:
+    return "payload" + "".join(f"[{step!r}]" for step in path)

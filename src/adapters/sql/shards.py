@@ -1,0 +1,513 @@
+"""Sharded SQL databases: one schema on N physical shards, with replicas and logical stores.
+
+Backend: sql (SQLAlchemy 2 Core; SQLite files or PostgreSQL databases)
+Install extra: none for SQLite; postgres for PostgreSQL
+Options: ShardedDatabase(*, shards, router, metadata, create_database=False, max_workers=8)
+    shards           list, one entry per physical shard: a database URL, or a table
+                     {url = "...", replicas = ["...", ...]} naming read replicas
+    router           ShardRouter with shard_count == len(shards) (built by the composition
+                     root, e.g. scalecore.routing.make_router)
+    metadata         sqlalchemy MetaData of the tables that live on every shard
+    create_database  create missing PostgreSQL databases of the primaries on first use
+    max_workers      threads that query shards in parallel in scatter_gather and count
+  Databases(*, metadata, shards, strategy="jump", pins=None, create_databases=False,
+            stores=None, max_workers=8): the [database] config table as it is, plus
+    metadata         logical store name -> MetaData of that store's tables
+    stores           logical store name -> a URL (one shard) or a table with its own
+                     shards, strategy, pins, create_databases; unlisted stores share the
+                     top-level shards
+Differs from the port: the ShardRouter port only routes; this module adds the SQL side.
+    Replicas are read-only copies kept by the database's own replication: reads through
+    ``read`` and ``scatter_gather`` may lag the primary. Each unit of work is a transaction
+    on one shard; there are no cross-shard transactions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import heapq
+import itertools
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any, TypeVar
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+
+from adapters.sql.engine import make_engine, translate_errors
+from scalecore.errors import BackendUnavailable, ConfigError, InvalidInput, NotFound
+from scalecore.ports.sharding import ShardKey, ShardRouter
+from scalecore.routing import make_router
+
+__all__ = ["Databases", "ShardConfig", "ShardedDatabase"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Logical store names: lower-case identifiers, as they appear in config.
+_STORE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@attrs.frozen
+class ShardConfig:
+    """One physical shard: its primary's URL and its read replicas' URLs."""
+
+    url: str
+    replicas: tuple[str, ...] = ()
+
+
+def _parse_shards(shards: object, where: str) -> list[ShardConfig]:
+    if isinstance(shards, str | bytes) or not isinstance(shards, Sequence) or not shards:
+        raise ConfigError("must be a non-empty list of database URLs", key=where)
+    parsed: list[ShardConfig] = []
+    for index, shard in enumerate(shards):
+        key = f"{where}[{index}]"
+        if isinstance(shard, str):
+            parsed.append(ShardConfig(_check_url(shard, key)))
+        elif isinstance(shard, Mapping):
+            unknown = set(shard) - {"url", "replicas"}
+            if unknown:
+                raise ConfigError("unknown key; known: replicas, url", key=f"{key}.{min(unknown)}")
+            replicas = shard.get("replicas", [])
+            if isinstance(replicas, str) or not isinstance(replicas, Sequence):
+                raise ConfigError("must be a list of database URLs", key=f"{key}.replicas")
+            parsed.append(
+                ShardConfig(
+                    _check_url(shard.get("url"), f"{key}.url"),
+                    tuple(_check_url(r, f"{key}.replicas[{i}]") for i, r in enumerate(replicas)),
+                )
+            )
+        else:
+            raise ConfigError("must be a database URL or a table {url, replicas}", key=key)
+    return parsed
+
+
+def _check_url(url: object, key: str) -> str:
+    # The message never repeats the URL: it may hold a password.
+    if not isinstance(url, str) or not url:
+        raise ConfigError("must be a database URL", key=key)
+    try:
+        backend = make_url(url).get_backend_name()
+    except (sa_exc.ArgumentError, ValueError):
+        backend = None
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            "must be a database URL like sqlite:///var/db.sqlite or postgresql://host/db",
+            key=key,
+        )
+    return url
+
+
+class ShardedDatabase:
+    """A set of physical shards holding the same tables, and the key -> shard routing.
+
+    Thread-safe; engines (and PostgreSQL databases, with ``create_database``) are made on
+    first use, so constructing one connects to nothing. Every method raises
+    :class:`BackendUnavailable` (or :class:`Conflict` for a violated constraint) instead of
+    a SQLAlchemy or driver error.
+    """
+
+    def __init__(
+        self,
+        *,
+        shards: Sequence[str | Mapping[str, Any]],
+        router: ShardRouter,
+        metadata: sa.MetaData,
+        create_database: bool = False,
+        max_workers: int = 8,
+    ) -> None:
+        self._shards = _parse_shards(shards, "shards")
+        if not isinstance(router, ShardRouter):
+            raise ConfigError(f"must be a ShardRouter, not {type(router).__name__}", key="router")
+        if router.shard_count != len(self._shards):
+            raise ConfigError(
+                f"routes to {router.shard_count} shards but {len(self._shards)} are configured",
+                key="router",
+            )
+        if not isinstance(metadata, sa.MetaData):
+            raise ConfigError("must be a sqlalchemy MetaData", key="metadata")
+        if not isinstance(create_database, bool):
+            raise ConfigError("must be true or false", key="create_database")
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise ConfigError("must be an integer of at least 1", key="max_workers")
+        self._router = router
+        self._metadata = metadata
+        self._create_database = create_database
+        self._max_workers = min(max_workers, len(self._shards))
+        self._lock = threading.Lock()
+        self._engines: dict[str, sa.Engine] = {}
+        self._replica_turns = [itertools.count() for _ in self._shards]
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def shard_count(self) -> int:
+        return len(self._shards)
+
+    @property
+    def router(self) -> ShardRouter:
+        return self._router
+
+    @property
+    def metadata(self) -> sa.MetaData:
+        return self._metadata
+
+    def shard_for(self, key: ShardKey) -> int:
+        """The physical shard that holds ``key`` (the router's answer)."""
+        return self._router.shard_for(key)
+
+    def _index(self, key: ShardKey | None, shard: int | None) -> int:
+        if (key is None) == (shard is None):
+            raise InvalidInput("pass exactly one of a key or shard=")
+        if shard is None:
+            assert key is not None
+            return self._router.shard_for(key)
+        if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < len(self):
+            raise InvalidInput(f"shard must be an index from 0 to {len(self) - 1}, got {shard!r}")
+        return shard
+
+    def __len__(self) -> int:
+        return len(self._shards)
+
+    def _engine(self, url: str, *, primary: bool) -> sa.Engine:
+        with self._lock:
+            engine = self._engines.get(url)
+            if engine is None:
+                try:
+                    engine = make_engine(url, create_database=self._create_database and primary)
+                except OSError as exc:  # e.g. a SQLite file's folder cannot be created
+                    raise BackendUnavailable(
+                        f"cannot prepare the database: {exc.strerror or type(exc).__name__}"
+                    ) from exc
+                self._engines[url] = engine
+            return engine
+
+    @contextlib.contextmanager
+    def unit_of_work(
+        self, key: ShardKey | None = None, *, shard: int | None = None
+    ) -> Iterator[sa.Connection]:
+        """Yield a connection in one transaction on the primary of ``key``'s shard.
+
+        Pass a routing key, or ``shard=`` a physical shard index (from ``shard_for`` or
+        a scatter-gather callback). The transaction commits when the block ends and rolls
+        back if it raises, so nothing is half-written; the block's own exception is
+        re-raised (SQLAlchemy errors translated). Raises :class:`InvalidInput` for a bad
+        shard index.
+        """
+        index = self._index(key, shard)
+        with translate_errors():
+            engine = self._engine(self._shards[index].url, primary=True)
+            with engine.begin() as connection:
+                yield connection
+
+    @contextlib.contextmanager
+    def read(
+        self, key: ShardKey | None = None, *, shard: int | None = None
+    ) -> Iterator[sa.Connection]:
+        """Yield a connection for reading ``key``'s shard (or ``shard=`` an index).
+
+        With replicas configured, successive reads of a shard take them in turn
+        (round-robin) and may lag the primary; read your own writes through
+        :meth:`unit_of_work`. Without replicas the primary serves. Nothing done through
+        this connection is committed.
+        """
+        index = self._index(key, shard)
+        config = self._shards[index]
+        if config.replicas:
+            turn = next(self._replica_turns[index])
+            url, primary = config.replicas[turn % len(config.replicas)], False
+        else:
+            url, primary = config.url, True
+        with translate_errors():
+            engine = self._engine(url, primary=primary)
+            # Closing rolls back whatever the block left open: reads never commit.
+            with engine.connect() as connection:
+                yield connection
+
+    def scatter_gather(
+        self,
+        query: Callable[[sa.Connection, int], Sequence[T]],
+        *,
+        order_key: Callable[[T], Any],
+        limit: int | None,
+        descending: bool = True,
+    ) -> list[T]:
+        """Run ``query(connection, shard_index)`` on every shard at once; merge the results.
+
+        Returns the rows of all shards in ``order_key`` order (largest first when
+        ``descending``), cut to ``limit`` (``None``: no cut). For "newest N across shards"
+        each shard's query should itself ``ORDER BY`` and ``LIMIT`` N: the global top N is
+        always within the union of every shard's top N, so the answer is exact while each
+        shard sends at most N rows. Each shard's rows are sorted again here, so a query
+        that forgets ``ORDER BY`` is slower, not wrong (unless it also applied a LIMIT).
+        Ties keep shard order. Reads go through :meth:`read` (replicas when configured).
+
+        Raises :class:`InvalidInput` for a negative ``limit``, and
+        :class:`BackendUnavailable` naming the shard index (never its URL) if a shard
+        fails; other exceptions from ``query`` propagate unchanged.
+        """
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            raise InvalidInput(f"limit must be None or a non-negative integer, got {limit!r}")
+        if limit == 0:
+            return []
+        results = self._on_every_shard(lambda index: list(self._read_with(query, index)))
+        runs = [sorted(rows, key=order_key, reverse=descending) for rows in results]
+        merged = heapq.merge(*runs, key=order_key, reverse=descending)
+        return list(itertools.islice(merged, limit))
+
+    def count(self, query: Callable[[sa.Connection, int], int]) -> int:
+        """Sum ``query(connection, shard_index)`` over every shard, queried in parallel.
+
+        Fails like :meth:`scatter_gather`.
+        """
+        return sum(self._on_every_shard(lambda index: int(self._read_with(query, index))))
+
+    def _read_with(self, query: Callable[[sa.Connection, int], R], index: int) -> R:
+        with self.read(shard=index) as connection:
+            return query(connection, index)
+
+    def _on_every_shard(self, task: Callable[[int], R]) -> list[R]:
+        executor = self._pool()
+        futures = [executor.submit(task, index) for index in range(len(self._shards))]
+        wait(futures)  # every shard finishes before we raise, so no connection outlives us
+        for index, future in enumerate(futures):
+            error = future.exception()
+            if isinstance(error, BackendUnavailable):
+                # The index, never the URL: URLs may hold passwords.
+                cause = error.__cause__ or error
+                raise BackendUnavailable(
+                    f"shard {index} is unavailable ({type(cause).__name__})"
+                ) from error
+            if error is not None:
+                raise error
+        return [future.result() for future in futures]
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self._max_workers, thread_name_prefix="scalecore-shard"
+                )
+            return self._executor
+
+    def create_schema(self) -> None:
+        """Create the metadata's missing tables and indexes on every primary; idempotent."""
+        for index, config in enumerate(self._shards):
+            try:
+                with translate_errors():
+                    self._metadata.create_all(self._engine(config.url, primary=True))
+            except BackendUnavailable as exc:
+                raise BackendUnavailable(f"shard {index}: cannot create the schema") from exc
+
+    def drop_schema(self) -> None:
+        """Drop the metadata's tables on every primary (tests and tear-down); idempotent."""
+        for index, config in enumerate(self._shards):
+            try:
+                with translate_errors():
+                    self._metadata.drop_all(self._engine(config.url, primary=True))
+            except BackendUnavailable as exc:
+                raise BackendUnavailable(f"shard {index}: cannot drop the schema") from exc
+
+    def dispose(self) -> None:
+        """Close every pooled connection and the worker threads; the object stays usable."""
+        with self._lock:
+            engines = list(self._engines.values())
+            self._engines.clear()
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+        for engine in engines:
+            engine.dispose()
+
+    def __repr__(self) -> str:  # never the URLs: they may hold passwords
+        return f"ShardedDatabase(shards={len(self._shards)}, router={self._router!r})"
+
+
+_STORE_KEYS = frozenset({"shards", "strategy", "pins", "create_databases"})
+
+
+class Databases:
+    """Vertical partitioning: each logical store ("users", "photos", "feed" ...) on its own
+    databases, or all of them on one set of shards.
+
+    The keyword arguments other than ``metadata`` and ``max_workers`` are the
+    ``[database]`` config table as it is: ``shards``, ``strategy``, ``pins`` and
+    ``create_databases`` describe the default shards; ``stores`` gives a logical store
+    its own, either as one URL (one shard) or as a table of the same four keys
+    (``create_databases`` defaults to the top-level value). ``metadata`` maps every
+    logical store the application has to the MetaData of its tables; stores without an
+    entry in ``stores`` share the default shards, whose schema is the union of theirs.
+
+    Pin keys come from TOML, so they are text; a pin key of decimal digits is read as the
+    integer key (a logical shard, see :mod:`scalecore.ids`), any other as a text key.
+
+    Raises :class:`ConfigError` naming the option (``stores.photos.shards[1]``) for a bad
+    value, a store in ``stores`` the application does not declare, or two default-sharded
+    stores declaring the same table. Connects to nothing.
+    """
+
+    def __init__(
+        self,
+        *,
+        metadata: Mapping[str, sa.MetaData],
+        shards: Sequence[str | Mapping[str, Any]],
+        strategy: str = "jump",
+        pins: Mapping[str, int] | None = None,
+        create_databases: bool = False,
+        stores: Mapping[str, str | Mapping[str, Any]] | None = None,
+        max_workers: int = 8,
+    ) -> None:
+        if not isinstance(metadata, Mapping) or not metadata:
+            raise ConfigError("must map logical store names to MetaData", key="metadata")
+        for name, tables in metadata.items():
+            if not isinstance(name, str) or not _STORE_NAME.match(name):
+                raise ConfigError(
+                    f"store names are lower-case identifiers, got {name!r}", key="metadata"
+                )
+            if not isinstance(tables, sa.MetaData):
+                raise ConfigError("must be a sqlalchemy MetaData", key=f"metadata.{name}")
+        if stores is None:
+            stores = {}
+        if not isinstance(stores, Mapping):
+            raise ConfigError("must be a table of logical stores", key="stores")
+        for name in stores:
+            if name not in metadata:
+                close = difflib.get_close_matches(str(name), sorted(metadata), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(
+                    f"unknown logical store; known: {', '.join(sorted(metadata))}{hint}",
+                    key=f"stores.{name}",
+                )
+        self._stores: dict[str, ShardedDatabase] = {}
+        shared = [name for name in metadata if name not in stores]
+        if shared:
+            default = _build(
+                "",
+                {
+                    "shards": shards,
+                    "strategy": strategy,
+                    "pins": pins,
+                    "create_databases": create_databases,
+                },
+                _union(metadata, shared),
+                max_workers,
+            )
+            self._stores.update(dict.fromkeys(shared, default))
+        for name, store in stores.items():
+            where = f"stores.{name}."
+            if isinstance(store, str):
+                options: Mapping[str, Any] = {"shards": [store]}
+            elif isinstance(store, Mapping):
+                options = store
+            else:
+                raise ConfigError(
+                    "must be a database URL or a table {shards, strategy, pins}",
+                    key=where.rstrip("."),
+                )
+            options = {"create_databases": create_databases, **options}
+            self._stores[name] = _build(where, options, metadata[name], max_workers)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every logical store name, sorted."""
+        return tuple(sorted(self._stores))
+
+    def store(self, name: str) -> ShardedDatabase:
+        """The sharded database holding logical store ``name``; :class:`NotFound` if none."""
+        try:
+            return self._stores[name]
+        except KeyError:
+            raise NotFound(f"no logical store {name!r}; known: {', '.join(self.names)}") from None
+
+    __getitem__ = store
+
+    def _distinct(self) -> list[ShardedDatabase]:
+        seen: dict[int, ShardedDatabase] = {}
+        for database in self._stores.values():
+            seen.setdefault(id(database), database)
+        return list(seen.values())
+
+    def create_schema(self) -> None:
+        """Create every store's tables on every one of its shards; idempotent."""
+        for database in self._distinct():
+            database.create_schema()
+
+    def drop_schema(self) -> None:
+        """Drop every store's tables on every one of its shards; idempotent."""
+        for database in self._distinct():
+            database.drop_schema()
+
+    def dispose(self) -> None:
+        """Close every connection pool and worker thread."""
+        for database in self._distinct():
+            database.dispose()
+
+    def __repr__(self) -> str:
+        return f"Databases({', '.join(self.names)})"
+
+
+def _union(metadata: Mapping[str, sa.MetaData], names: Sequence[str]) -> sa.MetaData:
+    """One MetaData with the tables of ``names`` (they share the default shards)."""
+    if len(names) == 1:
+        return metadata[names[0]]
+    union = sa.MetaData()
+    owner: dict[str, str] = {}
+    for name in names:
+        for table in metadata[name].tables.values():
+            if table.key in owner:
+                raise ConfigError(
+                    f"stores {owner[table.key]!r} and {name!r} both declare table "
+                    f"{table.key!r} on the default shards; give one its own shards",
+                    key=f"stores.{name}",
+                )
+            owner[table.key] = name
+            table.to_metadata(union)
+    return union
+
+
+def _build(
+    where: str, options: Mapping[str, Any], metadata: sa.MetaData, max_workers: int
+) -> ShardedDatabase:
+    unknown = set(options) - _STORE_KEYS
+    if unknown:
+        raise ConfigError(
+            f"unknown key; known: {', '.join(sorted(_STORE_KEYS))}", key=f"{where}{min(unknown)}"
+        )
+    try:
+        shards = _parse_shards(options.get("shards"), "shards")
+        pins = _read_pins(options.get("pins"))
+        router = make_router(options.get("strategy", "jump"), len(shards), pins)
+        return ShardedDatabase(
+            shards=[{"url": s.url, "replicas": list(s.replicas)} for s in shards],
+            router=router,
+            metadata=metadata,
+            create_database=options.get("create_databases", False),
+            max_workers=max_workers,
+        )
+    except ConfigError as exc:
+        if not where:
+            raise
+        message = str(exc)
+        if exc.key:
+            message = message.removeprefix(f"{exc.key}: ")
+        raise ConfigError(message, key=f"{where}{exc.key or ''}".rstrip(".")) from exc
+
+
+def _read_pins(pins: object) -> dict[ShardKey, int]:
+    if pins is None:
+        return {}
+    if not isinstance(pins, Mapping):
+        raise ConfigError("must be a table of key = shard index", key="pins")
+    result: dict[ShardKey, int] = {}
+    for key, shard in pins.items():
+        if isinstance(key, str) and key.isdecimal() and key.isascii():
+            result[int(key)] = shard
+        else:
+            result[key] = shard
+    return result
