@@ -9,6 +9,7 @@ from a config file.
 from scalecore.capabilities import Capability
 from scalecore.clock import Clock, ManualClock, SystemClock
 from scalecore.errors import (
+    AuthenticationFailed,
     BackendUnavailable,
     ConfigError,
     Conflict,
@@ -17,7 +18,10 @@ from scalecore.errors import (
     LeaseLost,
     MissingDriverError,
     NotFound,
+    PermissionDenied,
     ScalecoreError,
+    TooLarge,
+    UnsupportedMediaType,
     UnsupportedOperation,
 )
 from scalecore.ports import (
@@ -41,6 +45,7 @@ from scalecore.ports import (
 
 __all__ = [
     "NO_VALUE",
+    "AuthenticationFailed",
     "BackendUnavailable",
     "BlobInfo",
     "BlobPage",
@@ -63,12 +68,15 @@ __all__ = [
     "MissingDriverError",
     "NoValue",
     "NotFound",
+    "PermissionDenied",
     "ScalecoreError",
     "Session",
     "SessionStore",
     "ShardRouter",
     "Subscription",
     "SystemClock",
+    "TooLarge",
+    "UnsupportedMediaType",
     "UnsupportedOperation",
 ]
 

@@ -7,7 +7,11 @@
     │   │                           the message names the offending key
     │   └── MissingDriverError      the configured adapter needs an extra that is not installed
     ├── InvalidInput (ValueError)   a caller passed something the port refuses
-    │   └── InvalidKey              a blob, cache or session key breaks the key rules
+    │   ├── InvalidKey              a blob, cache or session key breaks the key rules
+    │   ├── TooLarge                an upload or payload exceeds its configured limit
+    │   └── UnsupportedMediaType    content is not of a kind the service accepts
+    ├── AuthenticationFailed        no valid credentials or session were presented
+    ├── PermissionDenied            the caller is known but may not do this
     ├── NotFound (LookupError)      the thing asked for does not exist (or has expired)
     ├── Conflict                    a concurrent change won; re-read and retry
     │   └── LeaseLost               a lease or claim is no longer held by its owner
@@ -21,6 +25,7 @@ exc``), so no boto3, pika, pymemcache or SQLAlchemy exception reaches a caller.
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationFailed",
     "BackendUnavailable",
     "ConfigError",
     "Conflict",
@@ -29,7 +34,10 @@ __all__ = [
     "LeaseLost",
     "MissingDriverError",
     "NotFound",
+    "PermissionDenied",
     "ScalecoreError",
+    "TooLarge",
+    "UnsupportedMediaType",
     "UnsupportedOperation",
 ]
 
@@ -59,6 +67,22 @@ class InvalidInput(ScalecoreError, ValueError):
 
 class InvalidKey(InvalidInput):
     """A key breaks the key rules shared by every adapter of a port."""
+
+
+class TooLarge(InvalidInput):
+    """An upload or payload is larger than the configured limit; nothing was stored."""
+
+
+class UnsupportedMediaType(InvalidInput):
+    """Content is not of a kind the service accepts (e.g. an upload that is not an image)."""
+
+
+class AuthenticationFailed(ScalecoreError):
+    """Credentials or a session were missing, wrong or expired."""
+
+
+class PermissionDenied(ScalecoreError):
+    """The caller is authenticated but not allowed to do this."""
 
 
 class NotFound(ScalecoreError, LookupError):
