@@ -47,6 +47,10 @@ def _build_port(port: str, settings: Settings, clock: Clock) -> Any:
         options["name"] = port
     try:
         return adapter(**options)
+    except ConfigError as exc:  # an adapter names its own option; add the section
+        message = str(exc).removeprefix(f"{exc.key}: ") if exc.key else str(exc)
+        key = f"{port}.{exc.key}" if exc.key else port
+        raise ConfigError(message, key=key) from exc
     except TypeError as exc:  # a signature mismatch validate_settings did not foresee
         raise ConfigError(f"cannot build {backend!r}: {exc}", key=port) from exc
 

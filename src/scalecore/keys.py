@@ -44,22 +44,30 @@ def validate_blob_key(key: object) -> str:
         raise InvalidKey(f"blob key must be a string, not {type(key).__name__}")
     if not key:
         raise InvalidKey("blob key must not be empty")
-    _check_common(key)
-    if key.endswith("/"):
+    if key.endswith("/"):  # before the segment rules, which would call it an empty segment
         raise InvalidKey(f"blob key must not end with '/': {key!r}")
+    _check_common(key)
     return key
 
 
 def validate_blob_prefix(prefix: object) -> str:
-    """Return ``prefix`` if it could begin a valid blob key (the empty prefix included)."""
+    """Return ``prefix`` if it could begin a valid blob key (the empty prefix included).
+
+    Its last segment, unless the prefix ends with ``/``, may be ``.`` or ``..``: it can
+    still begin a valid segment such as ``.profile`` or ``..2024``.
+    """
     if not isinstance(prefix, str):
         raise InvalidKey(f"blob prefix must be a string, not {type(prefix).__name__}")
     if prefix:
-        _check_common(prefix.removesuffix("/") if prefix != "/" else prefix, what="prefix")
+        _check_common(
+            prefix.removesuffix("/") if prefix != "/" else prefix,
+            what="prefix",
+            partial_last=not prefix.endswith("/"),
+        )
     return prefix
 
 
-def _check_common(key: str, what: str = "key") -> None:
+def _check_common(key: str, what: str = "key", *, partial_last: bool = False) -> None:
     if len(key.encode("utf-8", "surrogatepass")) > MAX_BLOB_KEY_BYTES:
         raise InvalidKey(f"blob {what} is longer than {MAX_BLOB_KEY_BYTES} bytes")
     if _CONTROL.search(key):
@@ -72,8 +80,11 @@ def _check_common(key: str, what: str = "key") -> None:
         raise InvalidKey(f"blob {what} is not valid UTF-8 text: {key!r}") from None
     if key.startswith("/"):
         raise InvalidKey(f"blob {what} must be relative, not start with '/': {key!r}")
-    for segment in key.split("/"):
-        if segment in ("", ".", ".."):
+    segments = key.split("/")
+    for index, segment in enumerate(segments):
+        if segment == "" or (
+            segment in (".", "..") and not (partial_last and index == len(segments) - 1)
+        ):
             raise InvalidKey(f"blob {what} has an empty, '.' or '..' segment: {key!r}")
 
 
