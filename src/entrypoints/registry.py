@@ -45,12 +45,15 @@ PORTS: Mapping[str, Mapping[str, AdapterEntry]] = {
     "sessions": {
         "memory": AdapterEntry("adapters.sessions.memory:MemorySessionStore"),
         "sql": AdapterEntry("adapters.sessions.sql:SqlSessionStore"),
+        "memcached": AdapterEntry("adapters.sessions.memcached:MemcachedSessionStore", "memcached"),
     },
     "bus": {
         "inprocess": AdapterEntry("adapters.bus.inprocess:InProcessBus"),
     },
     "cache": {
         "memory": AdapterEntry("adapters.cache.memory:MemoryCache"),
+        "memcached": AdapterEntry("adapters.cache.memcached:MemcachedCache", "memcached"),
+        "twotier": AdapterEntry("adapters.cache.twotier:TwoTierCache", "memcached"),
     },
     "ledger": {
         "memory": AdapterEntry("adapters.ledger.memory:MemoryJobLedger"),

@@ -28,9 +28,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from adapters.cache.memcached import MemcachedCache
 from adapters.cache.memory import MemoryCache
+from adapters.cache.twotier import TwoTierCache
 from scalecore.capabilities import Capability
-from scalecore.clock import Clock, ManualClock
+from scalecore.clock import Clock, ManualClock, SystemClock
 from scalecore.errors import ConfigError, InvalidInput, InvalidKey
 from scalecore.keys import MAX_CACHE_KEY_BYTES
 from scalecore.ports.cache import NO_VALUE, Cache
@@ -54,13 +56,51 @@ def _memory(request: pytest.FixtureRequest) -> CacheHarness:
     return CacheHarness(make=lambda: MemoryCache(clock=clock), advance=clock.advance, clock=clock)
 
 
+def _server_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Options for a cache on the shared test memcached servers, private to this test.
+
+    A unique namespace keeps tests (and runs) apart; ``default_ttl`` makes everything a
+    test leaves behind expire on its own, since memcached cannot delete by prefix.
+    """
+    servers: list[str] = request.getfixturevalue("memcached_servers")
+    return {
+        "servers": servers,
+        "namespace": f"t{uuid.uuid4().hex[:16]}:",
+        "default_ttl": 600,
+        "clock": SystemClock(),
+    }
+
+
+def _memcached(request: pytest.FixtureRequest) -> CacheHarness:
+    options = _server_options(request)
+    return CacheHarness(
+        make=lambda: MemcachedCache(**options), advance=time.sleep, clock=options["clock"]
+    )
+
+
+def _twotier(request: pytest.FixtureRequest) -> CacheHarness:
+    options = _server_options(request)
+    return CacheHarness(
+        make=lambda: TwoTierCache(**options), advance=time.sleep, clock=options["clock"]
+    )
+
+
 #: adapter id -> harness factory. Real-server adapters add entries here.
 CACHE_FACTORIES: dict[str, Callable[[pytest.FixtureRequest], CacheHarness]] = {
     "memory": _memory,
+    "memcached": _memcached,
+    "twotier": _twotier,
 }
+#: Entries that talk to a real server.
+INTEGRATION = frozenset({"memcached", "twotier"})
 
 
-@pytest.fixture(params=list(CACHE_FACTORIES))
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=[pytest.mark.integration] if name in INTEGRATION else [])
+        for name in CACHE_FACTORIES
+    ]
+)
 def harness(request: pytest.FixtureRequest) -> CacheHarness:
     """The harness of one cache adapter (the test runs once per adapter)."""
     return CACHE_FACTORIES[request.param](request)

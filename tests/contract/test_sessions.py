@@ -24,6 +24,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from adapters.sessions.memcached import MemcachedSessionStore
 from adapters.sessions.memory import MemorySessionStore
 from adapters.sessions.sql import SqlSessionStore, sessions_table
 from adapters.sql.engine import make_engine
@@ -68,17 +69,27 @@ def _sql_postgres(request: pytest.FixtureRequest, clock: ManualClock) -> Factory
     return make
 
 
+def _memcached(request: pytest.FixtureRequest, clock: ManualClock) -> Factory:
+    servers: list[str] = request.getfixturevalue("memcached_servers")
+    # A namespace of its own per test; memcached expires what the test leaves one second
+    # after TTL (real time), since the store checks expiry against the test's clock.
+    namespace = f"t{uuid.uuid4().hex[:16]}:"
+    return lambda: MemcachedSessionStore(servers=servers, ttl=TTL, clock=clock, namespace=namespace)
+
+
 #: backend id -> how to build stores of it on one shared backend, with the test's clock.
 FACTORIES: dict[str, Callable[[pytest.FixtureRequest, ManualClock], Factory]] = {
     "memory": _memory,
     "sql-sqlite": _sql_sqlite,
     "sql-postgres": _sql_postgres,
+    "memcached": _memcached,
 }
 
 PARAMS = [
     pytest.param("memory", id="memory"),
     pytest.param("sql-sqlite", id="sql-sqlite"),
     pytest.param("sql-postgres", id="sql-postgres", marks=pytest.mark.integration),
+    pytest.param("memcached", id="memcached", marks=pytest.mark.integration),
 ]
 
 
