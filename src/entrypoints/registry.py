@@ -41,6 +41,7 @@ PORTS: Mapping[str, Mapping[str, AdapterEntry]] = {
     "blobs": {
         "memory": AdapterEntry("adapters.blob.memory:MemoryBlobStore"),
         "localfs": AdapterEntry("adapters.blob.localfs:LocalFsBlobStore"),
+        "s3": AdapterEntry("adapters.blob.s3:S3BlobStore", extra="s3"),
     },
     "sessions": {
         "memory": AdapterEntry("adapters.sessions.memory:MemorySessionStore"),

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import io
 import itertools
 import os
 import shutil
 import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -176,11 +181,183 @@ class LocalFsBackend(Backend):
         return [(option, build(option, value)) for option, value in bad]
 
 
+class S3Backend(Backend):
+    """A fresh bucket on the moto S3 endpoint per test, emptied and removed afterwards.
+    Every node talks to the same bucket, as every server of a fleet would.
+
+    moto serves presigned URLs without checking their signature or expiry, so
+    :meth:`follow_url` plays S3's part first: it verifies the SigV4 query signature with
+    the known secret and the expiry against real time plus what :meth:`advance` let pass,
+    then downloads the URL with urllib from the endpoint.
+    """
+
+    marks = (pytest.mark.integration,)
+    access_key, secret_key, region = "scalecore-test", "scalecore-test-secret", "us-east-1"
+
+    def __init__(self, request: pytest.FixtureRequest, workdir: Path) -> None:
+        super().__init__(request, workdir)
+        import boto3
+
+        self.endpoint: str = request.getfixturevalue("s3_endpoint")
+        self.bucket = f"sc-blob-{uuid.uuid4().hex[:16]}"
+        self.elapsed = 0.0
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+        )
+        self.client.create_bucket(Bucket=self.bucket)
+
+    def build(self, node: str) -> BlobStore:
+        from adapters.blob.s3 import S3BlobStore
+
+        # A low threshold sends every stream over 1 MiB through a multipart upload.
+        return S3BlobStore(**self.options(), multipart_threshold=1024 * 1024, clock=self.clock)
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "endpoint_url": self.endpoint,
+            "region": self.region,
+            "access_key_id": self.access_key,
+            "secret_access_key": self.secret_key,
+            "part_size": 5 * 1024 * 1024,
+        }
+
+    def advance(self, seconds: float) -> None:
+        super().advance(seconds)
+        self.elapsed += seconds
+
+    def follow_url(self, store: BlobStore, url: str) -> bytes | None:
+        if not self.signature_valid(url):
+            return None
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                body: bytes = response.read()
+        except urllib.error.HTTPError:
+            return None
+        return body
+
+    def signature_valid(self, url: str) -> bool:
+        """Check a presigned URL as S3 does (AWS Signature Version 4, query parameters)."""
+        parts = urlsplit(url)
+        if f"{parts.scheme}://{parts.netloc}" != self.endpoint:
+            return False
+        params = dict(parse_qsl(parts.query, keep_blank_values=True))
+        signature = params.pop("X-Amz-Signature", "")
+        try:
+            access_key, day, region, service, terminal = params["X-Amz-Credential"].split("/")
+            stamp = params["X-Amz-Date"]
+            signed_at = dt.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+            lifetime = int(params["X-Amz-Expires"])
+        except (KeyError, ValueError):
+            return False
+        if (
+            params.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256"
+            or (access_key, region, service, terminal)
+            != (self.access_key, self.region, "s3", "aws4_request")
+            or params.get("X-Amz-SignedHeaders") != "host"
+            or day != stamp[:8]
+            or time.time() + self.elapsed > signed_at.timestamp() + lifetime
+        ):
+            return False
+        query = "&".join(
+            f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}"
+            for name, value in sorted(params.items())
+        )
+        canonical = f"GET\n{parts.path}\n{query}\nhost:{parts.netloc}\n\nhost\nUNSIGNED-PAYLOAD"
+        scope = f"{day}/{region}/s3/aws4_request"
+        to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{sha(canonical.encode())}"
+        key = f"AWS4{self.secret_key}".encode()
+        for part in (day, region, "s3", "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, signature)
+
+    def snapshot(self) -> frozenset[tuple[str, int]]:
+        # Every object in the bucket (temporary ones included) and every multipart upload
+        # still pending: both must come and go with the store's objects.
+        found: set[tuple[str, int]] = set()
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            found.update((item["Key"], item["Size"]) for item in page.get("Contents", ()))
+        uploads = self.client.list_multipart_uploads(Bucket=self.bucket).get("Uploads", ())
+        found.update((f"upload:{upload['Key']}", -1) for upload in uploads)
+        return frozenset(found)
+
+    def bad_options(self) -> list[tuple[str, Callable[[], object]]]:
+        from adapters.blob.s3 import S3BlobStore
+
+        good = self.options()
+        bad: list[tuple[str, object]] = [
+            ("bucket", ""),
+            ("bucket", "a/b"),
+            ("bucket", None),
+            ("prefix", "/abs"),
+            ("prefix", "a/../b"),
+            ("prefix", "a//b"),
+            ("prefix", 5),
+            ("prefix", "p" * 600),
+            ("endpoint_url", "127.0.0.1:25000"),
+            ("endpoint_url", "ftp://host"),
+            ("endpoint_url", "http://"),
+            ("endpoint_url", "http://host:99999"),
+            ("endpoint_url", 25000),
+            ("region", ""),
+            ("region", "eu west"),
+            ("access_key_id", ""),
+            ("secret_access_key", None),
+            ("session_token", ""),
+            ("create_bucket", "yes"),
+            ("multipart_threshold", -1),
+            ("multipart_threshold", 1.5),
+            ("part_size", 5 * 1024 * 1024 - 1),
+            ("part_size", True),
+            ("connect_timeout", 0),
+            ("connect_timeout", float("nan")),
+            ("read_timeout", -1),
+            ("read_timeout", "60"),
+            ("max_attempts", 0),
+            ("presign_expires_max", 0),
+            ("presign_expires_max", 7 * 24 * 3600 + 1),
+            ("addressing_style", "dns"),
+            ("clock", object()),
+        ]
+
+        def build(option: str, value: object) -> Callable[[], object]:
+            return lambda: S3BlobStore(**{**good, option: value})
+
+        return [
+            *((option, build(option, value)) for option, value in bad),
+            ("session_token", lambda: S3BlobStore(bucket=self.bucket, session_token="token")),
+        ]
+
+    def close(self) -> None:
+        super().close()
+        for upload in self.client.list_multipart_uploads(Bucket=self.bucket).get("Uploads", ()):
+            self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            objects = [{"Key": item["Key"]} for item in page.get("Contents", ())]
+            if objects:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects})
+        self.client.delete_bucket(Bucket=self.bucket)
+        self.client.close()
+
+
 #: Backend name -> how to build it. An adapter against a real server (S3) is one more entry.
-BACKENDS: dict[str, type[Backend]] = {"memory": MemoryBackend, "localfs": LocalFsBackend}
+BACKENDS: dict[str, type[Backend]] = {
+    "memory": MemoryBackend,
+    "localfs": LocalFsBackend,
+    "s3": S3Backend,
+}
 
 
-@pytest.fixture(params=list(BACKENDS))
+@pytest.fixture(
+    params=[pytest.param(name, marks=getattr(cls, "marks", ())) for name, cls in BACKENDS.items()]
+)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """One adapter's backend, with its own clock and a scratch directory."""
     built = BACKENDS[request.param](request, tmp_path)
