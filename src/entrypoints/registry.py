@@ -50,6 +50,7 @@ PORTS: Mapping[str, Mapping[str, AdapterEntry]] = {
     },
     "bus": {
         "inprocess": AdapterEntry("adapters.bus.inprocess:InProcessBus"),
+        "rabbitmq": AdapterEntry("adapters.bus.rabbitmq:RabbitMqBus", extra="rabbitmq"),
     },
     "cache": {
         "memory": AdapterEntry("adapters.cache.memory:MemoryCache"),

@@ -65,14 +65,56 @@ def _inprocess(mode: str) -> Callable[[pytest.FixtureRequest], BusCase]:
     return factory
 
 
+def _rabbitmq(request: pytest.FixtureRequest) -> BusCase:
+    # Imported here, so collecting the suite needs no pika.
+    from adapters.bus.rabbitmq import RabbitMqBus
+
+    url: str = request.getfixturevalue("amqp_url")
+    declared: set[tuple[str, str]] = set()
+
+    class RecordingRabbitMqBus(RabbitMqBus):
+        """Remembers the groups it declares (subscribe declares too), for the cleanup."""
+
+        def declare(self, topic: str, group: str) -> None:
+            super().declare(topic, group)
+            declared.add((topic, group))
+
+    def delete_queues() -> None:
+        # Durable queues outlive the test: delete them, or a shared broker collects
+        # hundreds per run. Runs after the case fixture has closed the test's buses.
+        cleaner = RabbitMqBus(url=url, max_attempts=MAX_ATTEMPTS, retry_delays=[RETRY_DELAY])
+        try:
+            for topic, group in declared:
+                cleaner.delete_group(topic, group)
+        finally:
+            cleaner.close()
+
+    request.addfinalizer(delete_queues)
+    return BusCase(
+        make=lambda: RecordingRabbitMqBus(
+            url=url, max_attempts=MAX_ATTEMPTS, retry_delays=[RETRY_DELAY], workers=2
+        ),
+        spreads_work=True,
+        quiet=0.2,
+    )
+
+
 #: id -> factory; a factory may ask ``request`` for server fixtures (``amqp_url``).
 FACTORIES: dict[str, Callable[[pytest.FixtureRequest], BusCase]] = {
     "inprocess-threaded": _inprocess("threaded"),
     "inprocess-sync": _inprocess("sync"),
+    "rabbitmq": _rabbitmq,
 }
+#: Factories that need a real server: their tests carry the ``integration`` marker.
+INTEGRATION = frozenset({"rabbitmq"})
 
 
-@pytest.fixture(params=list(FACTORIES))
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=pytest.mark.integration) if name in INTEGRATION else name
+        for name in FACTORIES
+    ]
+)
 def case(request: pytest.FixtureRequest) -> Iterator[BusCase]:
     """A BusCase whose buses are all closed after the test."""
     made: list[Bus] = []
