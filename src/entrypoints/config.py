@@ -1,6 +1,7 @@
 """Settings: a TOML file, environment overrides of single keys, and the embedded defaults.
 
-The file has one table per port plus ``[deployment]`` and ``[database]``::
+The file has one table per port plus ``[deployment]``, ``[database]``, ``[web]`` and
+``[photofeed]``::
 
     [deployment]
     name = "laptop"
@@ -10,6 +11,23 @@ The file has one table per port plus ``[deployment]`` and ``[database]``::
     [cache]
     backend = "memory"          # the adapter's name in the registry
     max_entries = 50000         # everything else goes to the adapter's constructor
+
+    [web]
+    secure_cookies = false      # true behind HTTPS: the session cookie gets Secure
+    media_redirect = false      # true: /media/<key> redirects to a signed URL when the
+                                # blob store offers them (DIRECT_URL)
+    media_url_expires = 3600    # lifetime of those signed URLs, seconds
+    bind = "127.0.0.1:8000"     # `scalecore web` listens here ...
+    workers = 2                 # ... with this many gunicorn worker processes
+    threads = 4                 # ... of this many threads each
+
+    [photofeed]
+    repositories = "sql"        # "sql" (on [database]) or "memory" (one process, tests)
+    max_upload_bytes = 10485760 # any other key is a field of PhotoFeedSettings
+    fanout_threshold = 1000     # (scalecore.photofeed.settings), validated by it
+
+    [photofeed.password_hasher] # options of the argon2 hasher (time_cost, memory_cost, ...)
+    [photofeed.images]          # options of the pillow image processor (formats, ...)
 
 Any key can be overridden by an environment variable ``SCALECORE_<SECTION>__<KEY>``
 (``SCALECORE_CACHE__BACKEND=memcached``); the value is read as a TOML value when it parses
@@ -38,6 +56,7 @@ from scalecore.errors import ConfigError
 __all__ = [
     "ENV_PREFIX",
     "PORT_SECTIONS",
+    "WEB_DEFAULTS",
     "Settings",
     "load_settings",
     "mask_secrets",
@@ -61,9 +80,28 @@ _DEPLOYMENT_KEYS: Mapping[str, type | tuple[type, ...]] = {
     "multi_node": bool,
     "data_dir": str,
 }
+#: [web] keys, their types and defaults.
+WEB_DEFAULTS: Mapping[str, Any] = {
+    "secure_cookies": False,
+    "media_redirect": False,
+    "media_url_expires": 3600,
+    "bind": "127.0.0.1:8000",
+    "workers": 2,
+    "threads": 4,
+}
+#: The longest signed media URL lifetime (a week, as S3 allows).
+MAX_MEDIA_URL_EXPIRES = 7 * 24 * 3600
+
+#: [photofeed] ``repositories`` values; every other key of the table is a field of
+#: :class:`scalecore.photofeed.settings.PhotoFeedSettings` (unset ones take its defaults).
+PHOTOFEED_REPOSITORIES = ("sql", "memory")
+#: [photofeed] sub-tables: options of the password hasher (argon2) and the image processor
+#: (pillow), checked against their constructors by the container.
+PHOTOFEED_ADAPTERS = ("password_hasher", "images")
+
 _DATABASE_KEYS = frozenset({"strategy", "shards", "pins", "create_databases", "stores"})
 _STRATEGIES = ("modulo", "jump", "directory")
-_SECTIONS = frozenset({"deployment", "database", *PORT_SECTIONS})
+_SECTIONS = frozenset({"deployment", "database", "web", "photofeed", *PORT_SECTIONS})
 
 
 @attrs.frozen
@@ -86,6 +124,23 @@ class Settings:
         section = dict(self.data[name])
         backend = section.pop("backend")
         return backend, section
+
+    @property
+    def web(self) -> Mapping[str, Any]:
+        """The validated ``[web]`` table, defaults filled in."""
+        web: Mapping[str, Any] = self.data["web"]
+        return web
+
+    def photofeed(self) -> tuple[str, dict[str, Any]]:
+        """Return (repositories backend, the service settings given in ``[photofeed]``)."""
+        section = dict(self.data["photofeed"])
+        for name in PHOTOFEED_ADAPTERS:
+            section.pop(name, None)
+        return section.pop("repositories"), section
+
+    def photofeed_adapter(self, name: str) -> dict[str, Any]:
+        """Constructor options of ``[photofeed.<name>]`` (``password_hasher``, ``images``)."""
+        return dict(self.data["photofeed"].get(name, {}))
 
     def masked(self) -> dict[str, Any]:
         """The effective config with secrets masked, safe to print or log."""
@@ -182,6 +237,10 @@ def _with_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(data_dir, str):
         database.setdefault("shards", [f"sqlite:///{data_dir}/shard-0.db"])
     database.setdefault("create_databases", False)
+    web = data.setdefault("web", {})
+    for key, value in WEB_DEFAULTS.items():
+        web.setdefault(key, value)
+    data.setdefault("photofeed", {}).setdefault("repositories", "sql")
     return data
 
 
@@ -208,6 +267,58 @@ def _validate(data: Mapping[str, Any]) -> None:
     if not deployment["data_dir"]:
         raise ConfigError("must not be empty", key="deployment.data_dir")
     _validate_database(data["database"], "database")
+    _validate_web(data["web"])
+    _validate_photofeed(data["photofeed"])
+
+
+def _validate_web(web: Mapping[str, Any]) -> None:
+    _check_keys(web, WEB_DEFAULTS.keys(), "web")
+    for key, default in WEB_DEFAULTS.items():
+        value = web[key]
+        kind = type(default)
+        if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+            raise ConfigError(f"must be a {_type_name(kind)}, got {value!r}", key=f"web.{key}")
+    for key in ("workers", "threads"):
+        if web[key] < 1:
+            raise ConfigError(f"must be at least 1, got {web[key]!r}", key=f"web.{key}")
+    if not 1 <= web["media_url_expires"] <= MAX_MEDIA_URL_EXPIRES:
+        raise ConfigError(
+            f"must be 1 to {MAX_MEDIA_URL_EXPIRES} seconds, got {web['media_url_expires']!r}",
+            key="web.media_url_expires",
+        )
+    host, colon, port = web["bind"].rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(
+            f"must look like HOST:PORT, e.g. 127.0.0.1:8000, got {web['bind']!r}", key="web.bind"
+        )
+
+
+def _validate_photofeed(section: Mapping[str, Any]) -> None:
+    from scalecore.photofeed.settings import PhotoFeedSettings
+
+    options = dict(section)
+    repositories = options.pop("repositories")
+    for name in PHOTOFEED_ADAPTERS:
+        if not isinstance(options.pop(name, {}), dict):
+            raise ConfigError("must be a table of constructor options", key=f"photofeed.{name}")
+    if repositories not in PHOTOFEED_REPOSITORIES:
+        raise ConfigError(
+            f"must be one of {', '.join(PHOTOFEED_REPOSITORIES)}, got {repositories!r}",
+            key="photofeed.repositories",
+        )
+    known = [
+        "repositories",
+        *PHOTOFEED_ADAPTERS,
+        *(field.name for field in attrs.fields(PhotoFeedSettings)),
+    ]
+    _check_keys(options, known, "photofeed")
+    try:
+        PhotoFeedSettings.from_mapping(options)
+    except ConfigError as exc:
+        message = str(exc).removeprefix(f"{exc.key}: ") if exc.key else str(exc)
+        raise ConfigError(message, key=f"photofeed.{exc.key}" if exc.key else "photofeed") from None
+    except TypeError as exc:  # a value of a type the settings class cannot take
+        raise ConfigError(f"bad value: {exc}", key="photofeed") from None
 
 
 def _validate_database(section: Mapping[str, Any], where: str) -> None:

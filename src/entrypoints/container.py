@@ -7,17 +7,31 @@ with in-memory adapters::
 
     container = create_container(load_settings(None))
     container.cache.override(providers.Object(MemoryCache()))
+
+Besides the ports it builds the reference service: the ``[database]`` shards
+(:class:`adapters.sql.shards.Databases`, routed by :func:`scalecore.routing.make_router`),
+the photo feed's repositories (``[photofeed] repositories = "sql"`` or ``"memory"``), the
+password hasher and image processor (``[photofeed.password_hasher]``,
+``[photofeed.images]``), the :class:`~scalecore.photofeed.PhotoFeed` service with its
+settings, its feed worker, outbox relay and cron jobs. The service's capability needs
+(:func:`service_needs`) are checked with the rest, before anything is built.
+
+Nothing heavy is imported until a provider is called: importing this module loads no
+driver and not even SQLAlchemy.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import attrs
 from dependency_injector import containers, providers
 
 from entrypoints.config import PORT_SECTIONS, Settings
@@ -26,7 +40,21 @@ from scalecore.capabilities import Capability
 from scalecore.clock import Clock, SystemClock
 from scalecore.errors import ConfigError
 
-__all__ = ["Container", "create_container", "puppy_settings", "validate_settings"]
+__all__ = [
+    "Container",
+    "PhotoFeedRepositories",
+    "close_adapters",
+    "create_container",
+    "create_tables",
+    "declare_topology",
+    "puppy_settings",
+    "readiness_checks",
+    "service_needs",
+    "service_topology",
+    "validate_settings",
+]
+
+_log = logging.getLogger(__name__)
 
 #: Constructor arguments the container supplies; config may not set them.
 _INJECTED = frozenset({"clock", "name"})
@@ -34,7 +62,35 @@ _INJECTED = frozenset({"clock", "name"})
 _LOCAL_SECRETS: Mapping[tuple[str, str], str] = {("blobs", "localfs"): "url_secret"}
 
 
-def _build_port(port: str, settings: Settings, clock: Clock) -> Any:
+class Closer:
+    """Remembers what one container built, to close it all in reverse order."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[str, Callable[[], object]]] = []
+        self._lock = threading.Lock()
+
+    def add(self, name: str, close: Callable[[], object]) -> None:
+        with self._lock:
+            self._items.append((name, close))
+
+    def close_all(self) -> None:
+        """Close everything registered, newest first; failures are logged, not raised."""
+        with self._lock:
+            items, self._items = self._items, []
+        for name, close in reversed(items):
+            try:
+                close()
+            except Exception:
+                _log.warning("closing %s failed", name, exc_info=True)
+
+
+def _build_port(port: str, settings: Settings, clock: Clock, closer: Closer) -> Any:
+    adapter = _construct_port(port, settings, clock)
+    closer.add(port, adapter.close)
+    return adapter
+
+
+def _construct_port(port: str, settings: Settings, clock: Clock) -> Any:
     backend, options = settings.port(port)
     adapter = load_adapter(port, backend)
     accepted = _keyword_parameters(adapter)
@@ -82,17 +138,259 @@ def _keyword_parameters(adapter: type) -> dict[str, inspect.Parameter]:
     }
 
 
-class Container(containers.DeclarativeContainer):
-    """One provider per port; each adapter is built once, on first use."""
+# --------------------------------------------------------------------------- photo feed
 
+
+@attrs.frozen
+class PhotoFeedRepositories:
+    """The photo feed's five repositories, of one flavour (memory or SQL)."""
+
+    NAMES: ClassVar[tuple[str, ...]] = ("users", "photos", "outbox", "follows", "feed")
+
+    users: Any
+    photos: Any
+    outbox: Any
+    follows: Any
+    feed: Any
+
+
+def _rekey(exc: ConfigError, prefix: str) -> ConfigError:
+    message = str(exc).removeprefix(f"{exc.key}: ") if exc.key else str(exc)
+    return ConfigError(message, key=f"{prefix}.{exc.key}" if exc.key else prefix)
+
+
+def _photofeed_settings(settings: Settings) -> Any:
+    from scalecore.photofeed.settings import PhotoFeedSettings
+
+    _, options = settings.photofeed()
+    try:
+        return PhotoFeedSettings.from_mapping(options)
+    except ConfigError as exc:
+        raise _rekey(exc, "photofeed") from exc
+
+
+def _build_databases(settings: Settings, closer: Closer) -> Any:
+    from adapters.photofeed.schema import METADATA
+    from adapters.sql.shards import Databases
+
+    try:
+        databases = Databases(metadata=METADATA, **settings.data["database"])
+    except ConfigError as exc:
+        raise _rekey(exc, "database") from exc
+    closer.add("databases", databases.dispose)
+    return databases
+
+
+def _build_repositories(settings: Settings, databases: Callable[[], Any]) -> PhotoFeedRepositories:
+    backend, _ = settings.photofeed()
+    if backend == "memory":
+        from adapters.photofeed.feed.memory import MemoryFeedRepository
+        from adapters.photofeed.follows.memory import MemoryFollowRepository
+        from adapters.photofeed.outbox.memory import MemoryOutboxRepository
+        from adapters.photofeed.photos.memory import MemoryPhotoRepository
+        from adapters.photofeed.users.memory import MemoryUserRepository
+
+        outbox = MemoryOutboxRepository()
+        return PhotoFeedRepositories(
+            users=MemoryUserRepository(),
+            photos=MemoryPhotoRepository(outbox=outbox),
+            outbox=outbox,
+            follows=MemoryFollowRepository(),
+            feed=MemoryFeedRepository(),
+        )
+    from adapters.photofeed.feed.sql import SqlFeedRepository
+    from adapters.photofeed.follows.sql import SqlFollowRepository
+    from adapters.photofeed.outbox.sql import SqlOutboxRepository
+    from adapters.photofeed.photos.sql import SqlPhotoRepository
+    from adapters.photofeed.users.sql import SqlUserRepository
+
+    stores = databases()
+    return PhotoFeedRepositories(
+        users=SqlUserRepository(database=stores.store("users")),
+        photos=SqlPhotoRepository(database=stores.store("photos")),
+        outbox=SqlOutboxRepository(database=stores.store("photos")),
+        follows=SqlFollowRepository(database=stores.store("follows")),
+        feed=SqlFeedRepository(database=stores.store("feed")),
+    )
+
+
+def _build_hasher(settings: Settings) -> Any:
+    from adapters.photofeed.passwords.argon2 import Argon2PasswordHasher
+
+    return _construct(
+        "photofeed.password_hasher", "the argon2 password hasher", Argon2PasswordHasher, settings
+    )
+
+
+def _build_images(settings: Settings) -> Any:
+    from adapters.photofeed.images.pillow import PillowImageProcessor
+
+    return _construct(
+        "photofeed.images", "the pillow image processor", PillowImageProcessor, settings
+    )
+
+
+def _construct(where: str, what: str, adapter: type, settings: Settings) -> Any:
+    options = settings.photofeed_adapter(where.rpartition(".")[2])
+    _check_options(where, what, adapter, options)
+    try:
+        return adapter(**options)
+    except ConfigError as exc:
+        raise _rekey(exc, where) from exc
+    except TypeError as exc:
+        raise ConfigError(f"cannot build it: {exc}", key=where) from exc
+
+
+def _build_photofeed(
+    repositories: PhotoFeedRepositories,
+    blobs: Any,
+    cache: Any,
+    bus: Any,
+    hasher: Any,
+    images: Any,
+    clock: Clock,
+    photofeed_settings: Any,
+) -> Any:
+    from scalecore.photofeed.service import PhotoFeed
+
+    return PhotoFeed(
+        users=repositories.users,
+        photos=repositories.photos,
+        outbox=repositories.outbox,
+        follows=repositories.follows,
+        feed=repositories.feed,
+        blobs=blobs,
+        cache=cache,
+        bus=bus,
+        hasher=hasher,
+        images=images,
+        clock=clock,
+        settings=photofeed_settings,
+    )
+
+
+def _build_feed_worker(service: Any) -> Any:
+    from scalecore.photofeed.workers import FeedWorker
+
+    return FeedWorker(service)
+
+
+def _outbox_relay(service: Any) -> Any:
+    return service.relay
+
+
+def _cron_jobs(service: Any, sessions: Any, ledger: Any) -> Any:
+    from scalecore.photofeed.jobs import cron_jobs
+
+    return cron_jobs(photofeed=service, sessions=sessions, ledger=ledger)
+
+
+class Container(containers.DeclarativeContainer):
+    """One provider per port and per part of the service; each is built once, on first use.
+
+    Not thread-safe while building: resolve what a process needs before it starts threads
+    (``create_app`` and the runners do).
+    """
+
+    __self__ = providers.Self()
     settings = providers.Dependency(instance_of=Settings)
     clock = providers.Singleton(SystemClock)
+    closer = providers.Singleton(Closer)
 
-    blobs = providers.Singleton(_build_port, "blobs", settings, clock)
-    sessions = providers.Singleton(_build_port, "sessions", settings, clock)
-    bus = providers.Singleton(_build_port, "bus", settings, clock)
-    cache = providers.Singleton(_build_port, "cache", settings, clock)
-    ledger = providers.Singleton(_build_port, "ledger", settings, clock)
+    blobs = providers.Singleton(_build_port, "blobs", settings, clock, closer)
+    sessions = providers.Singleton(_build_port, "sessions", settings, clock, closer)
+    bus = providers.Singleton(_build_port, "bus", settings, clock, closer)
+    cache = providers.Singleton(_build_port, "cache", settings, clock, closer)
+    ledger = providers.Singleton(_build_port, "ledger", settings, clock, closer)
+
+    databases = providers.Singleton(_build_databases, settings, closer)
+    photofeed_settings = providers.Singleton(_photofeed_settings, settings)
+    # The databases are built only for SQL repositories: hence the provider, not its value.
+    repositories = providers.Singleton(_build_repositories, settings, databases.provider)
+    password_hasher = providers.Singleton(_build_hasher, settings)
+    image_processor = providers.Singleton(_build_images, settings)
+    photofeed = providers.Singleton(
+        _build_photofeed,
+        repositories,
+        blobs,
+        cache,
+        bus,
+        password_hasher,
+        image_processor,
+        clock,
+        photofeed_settings,
+    )
+    feed_worker = providers.Singleton(_build_feed_worker, photofeed)
+    outbox_relay = providers.Singleton(_outbox_relay, photofeed)
+    cron_jobs = providers.Singleton(_cron_jobs, photofeed, sessions, ledger)
+    #: Name -> ping of every backend (see :func:`readiness_checks`).
+    readiness = providers.Singleton(lambda container: readiness_checks(container), __self__)
+
+
+def service_needs(settings: Settings) -> dict[str, list[Capability]]:
+    """The capabilities the photo feed needs of the configured ports.
+
+    The bus must keep dead letters (``scalecore bus replay``); with ``[web]
+    media_redirect = true`` the blob store must make signed URLs (``DIRECT_URL``).
+    """
+    needs: dict[str, list[Capability]] = {"bus": [Capability.DEAD_LETTER]}
+    if settings.web["media_redirect"]:
+        needs["blobs"] = [Capability.DIRECT_URL]
+    return needs
+
+
+def service_topology() -> tuple[tuple[str, str], ...]:
+    """The service's (topic, consumer group) pairs."""
+    from scalecore.photofeed.events import TOPOLOGY
+
+    return TOPOLOGY
+
+
+def declare_topology(container: Container) -> None:
+    """Declare the service's queues on the bus, so events published before any worker
+    runs are kept for it (on a durable broker). Idempotent."""
+    bus = container.bus()
+    for topic, group in service_topology():
+        bus.declare(topic, group)
+
+
+def readiness_checks(container: Container) -> dict[str, Callable[[], None]]:
+    """Name -> ping of every backend the service uses: the ports and each repository.
+
+    Each check builds its adapter on first use (so one that cannot even be built fails
+    alone) and raises ``BackendUnavailable`` when its backend does not answer.
+    """
+    checks: dict[str, Callable[[], None]] = {}
+    for port in PORT_SECTIONS:
+        provider = getattr(container, port)
+        checks[port] = lambda provider=provider: provider().ping()
+    for name in PhotoFeedRepositories.NAMES:
+        checks[f"photofeed.{name}"] = lambda name=name: getattr(
+            container.repositories(), name
+        ).ping()
+    return checks
+
+
+def create_tables(container: Container) -> list[str]:
+    """Create the missing tables of every SQL-backed port and, for SQL repositories, of
+    the photo feed's stores on every shard. Idempotent; returns what was created."""
+    created: list[str] = []
+    for port in PORT_SECTIONS:
+        create_schema = getattr(getattr(container, port)(), "create_schema", None)
+        if create_schema is not None:
+            create_schema()
+            created.append(port)
+    backend, _ = container.settings().photofeed()
+    if backend == "sql":
+        databases = container.databases()
+        databases.create_schema()
+        created.append("photofeed (" + ", ".join(databases.names) + ")")
+    return created
+
+
+def close_adapters(container: Container) -> None:
+    """Close every adapter and connection pool this container built. Idempotent."""
+    container.closer().close_all()
 
 
 def validate_settings(
@@ -112,7 +410,7 @@ def validate_settings(
     for port in PORT_SECTIONS:
         backend, options = settings.port(port)
         adapter = load_adapter(port, backend)
-        _check_options(port, backend, adapter, options)
+        _check_options(port, f"backend {backend!r}", adapter, options)
         declared: frozenset[Capability] = getattr(adapter, "capabilities", frozenset())
         for capability in needs.get(port, ()):
             if capability not in declared:
@@ -121,6 +419,21 @@ def validate_settings(
                     "this service needs",
                     key=f"{port}.backend",
                 )
+    from adapters.photofeed.images.pillow import PillowImageProcessor
+    from adapters.photofeed.passwords.argon2 import Argon2PasswordHasher
+
+    _check_options(
+        "photofeed.password_hasher",
+        "the argon2 password hasher",
+        Argon2PasswordHasher,
+        settings.photofeed_adapter("password_hasher"),
+    )
+    _check_options(
+        "photofeed.images",
+        "the pillow image processor",
+        PillowImageProcessor,
+        settings.photofeed_adapter("images"),
+    )
     if settings.multi_node and forbid_puppies:
         problems = puppy_settings(settings)
         if problems:
@@ -130,26 +443,31 @@ def validate_settings(
             )
 
 
-def _check_options(port: str, backend: str, adapter: type, options: Mapping[str, Any]) -> None:
+def _check_options(port: str, what: str, adapter: type, options: Mapping[str, Any]) -> None:
     accepted = _keyword_parameters(adapter)
     configurable = {name for name in accepted if name not in _INJECTED}
     for option in options:
         if option not in configurable:
             known = ", ".join(sorted(configurable)) or "none"
             raise ConfigError(
-                f"backend {backend!r} has no option {option!r}; its options: {known}",
+                f"{what} has no option {option!r}; its options: {known}",
                 key=f"{port}.{option}",
             )
+    backend = what.removeprefix("backend ").strip("'")
     local_secret = _LOCAL_SECRETS.get((port, backend))
     for name, param in accepted.items():
         required = param.default is inspect.Parameter.empty
         if required and name not in _INJECTED and name not in options and name != local_secret:
-            raise ConfigError(f"backend {backend!r} needs this option", key=f"{port}.{name}")
+            raise ConfigError(f"{what} needs this option", key=f"{port}.{name}")
 
 
 def puppy_settings(settings: Settings) -> list[str]:
     """Name every setting that would keep unique state on one server of a fleet."""
     problems: list[str] = []
+    if settings.photofeed()[0] == "memory":
+        problems.append(
+            "photofeed.repositories = 'memory' keeps users, photos and feeds on one server"
+        )
     for port in PORT_SECTIONS:
         backend, options = settings.port(port)
         adapter = load_adapter(port, backend)
@@ -174,6 +492,12 @@ def puppy_settings(settings: Settings) -> list[str]:
 def create_container(
     settings: Settings, needs: Mapping[str, Iterable[Capability]] | None = None
 ) -> Container:
-    """Validate ``settings`` (see :func:`validate_settings`) and return a wired container."""
-    validate_settings(settings, needs)
+    """Validate ``settings`` (see :func:`validate_settings`) and return a wired container.
+
+    The capabilities checked are the service's (:func:`service_needs`) plus ``needs``.
+    """
+    merged: dict[str, list[Capability]] = service_needs(settings)
+    for port, capabilities in (needs or {}).items():
+        merged.setdefault(port, []).extend(capabilities)
+    validate_settings(settings, merged)
     return Container(settings=settings)

@@ -1,0 +1,1 @@
+"""Adapters of the photo feed's FeedRepository port."""

@@ -1,0 +1,158 @@
+"""Feed entries in sharded SQL, on the follower's shard, merged as LWW state by upserts.
+
+Backend: "sql"
+Install extra: none for SQLite; postgres for PostgreSQL
+Options: database (the ShardedDatabase of the "feed" logical store, its MetaData built from
+    ``adapters.photofeed.schema.METADATA["feed"]``; required)
+Differs from the port: nothing. A merge is one ``INSERT ... ON CONFLICT DO UPDATE`` per
+    shard whose update keeps the later of each timestamp, so concurrent merges of one entry
+    (a redelivered message racing its first delivery) need no lock and cannot lose a
+    change. Pages may be read from a replica (and lag).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+from adapters.photofeed.schema import (
+    below,
+    check_database,
+    feed_table,
+    later_of,
+    live,
+    ping_all,
+    shard_index,
+    upsert,
+)
+from adapters.sql.shards import ShardedDatabase
+from scalecore.capabilities import Capability
+from scalecore.errors import InvalidInput
+from scalecore.photofeed.models import FeedEntry, FeedPosition
+from scalecore.photofeed.ports import FeedRepository
+
+__all__ = ["SqlFeedRepository"]
+
+_t = feed_table
+#: Rows per INSERT statement of a merge.
+_BATCH = 500
+
+
+class SqlFeedRepository(FeedRepository):
+    """Each follower's feed on the follower's shard; thread-safe."""
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.SHARED, Capability.DURABLE}
+    )
+
+    def __init__(self, *, database: ShardedDatabase) -> None:
+        self._db = check_database(database, "feed")
+
+    def __repr__(self) -> str:
+        return f"SqlFeedRepository({self._db!r})"
+
+    def merge(self, entries: Iterable[FeedEntry]) -> None:
+        # Merge duplicates here first: PostgreSQL refuses one INSERT that updates a row twice.
+        by_shard: dict[int, dict[tuple[str, str], FeedEntry]] = defaultdict(dict)
+        for entry in entries:
+            index = shard_index(self._db, entry.follower_id)
+            if index is None:
+                raise InvalidInput(f"not a user id: {entry.follower_id!r}")
+            batch = by_shard[index]
+            key = (entry.follower_id, entry.photo_id)
+            batch[key] = batch[key].merge(entry) if key in batch else entry
+        for index, batch in by_shard.items():
+            rows = [_row(entry) for entry in batch.values()]
+            with self._db.unit_of_work(shard=index) as conn:
+                statement = upsert(conn, _t)
+                statement = statement.on_conflict_do_update(
+                    index_elements=["follower_id", "photo_id"],
+                    set_={
+                        "added_at": later_of(_t.c.added_at, statement.excluded.added_at),
+                        "removed_at": later_of(_t.c.removed_at, statement.excluded.removed_at),
+                    },
+                )
+                for start in range(0, len(rows), _BATCH):
+                    conn.execute(statement, rows[start : start + _BATCH])
+
+    def remove_owner(self, follower_id: str, owner_id: str, at: float) -> int:
+        index = shard_index(self._db, follower_id)
+        if index is None:
+            return 0
+        with self._db.unit_of_work(shard=index) as conn:
+            result = conn.execute(
+                _t.update()
+                .where(
+                    _t.c.follower_id == follower_id,
+                    _t.c.owner_id == owner_id,
+                    sa.or_(_t.c.removed_at.is_(None), _t.c.removed_at < at),
+                )
+                .values(removed_at=at)
+            )
+        return int(result.rowcount)
+
+    def page(
+        self, follower_id: str, *, limit: int, before: FeedPosition | None = None
+    ) -> list[FeedEntry]:
+        index = shard_index(self._db, follower_id)
+        if index is None or limit < 1:
+            return []
+        query = sa.select(_t).where(
+            _t.c.follower_id == follower_id, live(_t.c.added_at, _t.c.removed_at)
+        )
+        if before is not None:
+            query = query.where(below(_t.c.created_at, _t.c.photo_id, before))
+        query = query.order_by(_t.c.created_at.desc(), _t.c.photo_id.desc()).limit(limit)
+        with self._db.read(shard=index) as conn:
+            return [_entry(row) for row in conn.execute(query)]
+
+    def get(self, follower_id: str, photo_id: str) -> FeedEntry | None:
+        index = shard_index(self._db, follower_id)
+        if index is None:
+            return None
+        with self._db.read(shard=index) as conn:
+            row = conn.execute(
+                sa.select(_t).where(_t.c.follower_id == follower_id, _t.c.photo_id == photo_id)
+            ).one_or_none()
+        return None if row is None else _entry(row)
+
+    def purge_removed(self, before: float) -> int:
+        purged = 0
+        for index in range(self._db.shard_count):
+            with self._db.unit_of_work(shard=index) as conn:
+                purged += conn.execute(
+                    _t.delete().where(
+                        _t.c.removed_at.is_not(None),
+                        _t.c.removed_at < before,
+                        sa.not_(live(_t.c.added_at, _t.c.removed_at)),
+                    )
+                ).rowcount
+        return purged
+
+    def ping(self) -> None:
+        ping_all(self._db)
+
+
+def _row(entry: FeedEntry) -> dict[str, Any]:
+    return {
+        "follower_id": entry.follower_id,
+        "photo_id": entry.photo_id,
+        "owner_id": entry.owner_id,
+        "created_at": entry.created_at,
+        "added_at": entry.added_at,
+        "removed_at": entry.removed_at,
+    }
+
+
+def _entry(row: Any) -> FeedEntry:
+    return FeedEntry(
+        follower_id=row.follower_id,
+        photo_id=row.photo_id,
+        owner_id=row.owner_id,
+        created_at=row.created_at,
+        added_at=row.added_at,
+        removed_at=row.removed_at,
+    )

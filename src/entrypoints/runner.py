@@ -1,0 +1,379 @@
+"""Process runners: the whole service in one process, or each part alone.
+
+``run_all``        web (a threaded WSGI server) + feed worker + outbox relay + scheduler, in
+                   one process: the embedded quick start (``scalecore run``).
+``run_web``        gunicorn with N worker processes; each builds its own container and app
+                   after the fork, so no connection is shared across processes.
+``run_worker``     the bus consumers (feed fan-out) and the outbox relay.
+``run_scheduler``  the cron jobs, claimed slot by slot in the JobLedger: run one on every
+                   server, each slot still runs once.
+
+Every runner stops gracefully on SIGTERM or SIGINT: it stops taking work, lets work in
+flight finish (bounded by a timeout), closes its adapters and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+from entrypoints.config import Settings
+from entrypoints.container import (
+    Container,
+    close_adapters,
+    create_container,
+    create_tables,
+    declare_topology,
+)
+from scalecore.errors import ConfigError, ScalecoreError
+
+__all__ = ["run_all", "run_scheduler", "run_web", "run_worker"]
+
+_log = logging.getLogger(__name__)
+
+#: Seconds between outbox polls when the previous poll found nothing to relay.
+RELAY_INTERVAL = 1.0
+#: Events relayed per poll.
+RELAY_BATCH = 100
+#: Seconds the scheduler waits at most between passes.
+SCHEDULER_POLL = 1.0
+#: Seconds a stopping process waits for work in flight.
+STOP_TIMEOUT = 10.0
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log lines with time, level and logger to stderr (once per process)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Set ``stop`` on SIGTERM or SIGINT while the block runs (main thread only)."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        _log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def relay_forever(relay: Any, stop: threading.Event, interval: float = RELAY_INTERVAL) -> None:
+    """Move outbox events to the bus until ``stop`` is set.
+
+    Polls again at once while there is a backlog, else waits ``interval``. A failing poll
+    (a database or broker outage) is logged and retried after the interval: the events
+    stay in the outbox, nothing is lost.
+    """
+    while not stop.is_set():
+        try:
+            moved = int(relay.relay_once(RELAY_BATCH))
+        except ScalecoreError as exc:
+            _log.warning("outbox relay failed, will retry: %s", exc)
+            moved = 0
+        except Exception:
+            _log.exception("outbox relay crashed, will retry")
+            moved = 0
+        if moved < RELAY_BATCH:
+            stop.wait(interval)
+
+
+def _scheduler(container: Container) -> Any:
+    from scalecore.cron import Scheduler
+
+    return Scheduler(container.ledger(), container.cron_jobs(), clock=container.clock())
+
+
+def _thread(name: str, target: Callable[[], None]) -> threading.Thread:
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def apart_warnings(settings: Settings, part: str, *, workers: int = 1) -> list[str]:
+    """What goes wrong when ``part`` runs apart from the others on these settings.
+
+    A bus that is not SHARED keeps every event inside the process that published it, so
+    events of the web process never reach ``scalecore worker``; sessions that are not
+    SHARED log users out whenever another gunicorn worker answers. (A deployment declared
+    multi-node refuses such settings outright.)
+    """
+    from entrypoints.registry import load_adapter
+    from scalecore.capabilities import Capability
+
+    problems: list[str] = []
+    backend = settings.port("bus")[0]
+    if Capability.SHARED not in getattr(load_adapter("bus", backend), "capabilities", ()):
+        problems.append(
+            f"warning: bus backend {backend!r} is not shared between processes: events "
+            f"published by `scalecore {part}` reach no other process; use a shared bus, or "
+            "`scalecore run` for one process"
+        )
+    backend = settings.port("sessions")[0]
+    if workers > 1 and Capability.SHARED not in getattr(
+        load_adapter("sessions", backend), "capabilities", ()
+    ):
+        problems.append(
+            f"warning: sessions backend {backend!r} is not shared between the {workers} "
+            "workers: a user is logged out whenever another worker answers"
+        )
+    return problems
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port; ``ConfigError`` if it cannot be had."""
+    where = f"cannot listen on {host}:{port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"{where}: {getattr(exc, 'strerror', None) or exc}") from None
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(128)
+    except OSError as exc:
+        listener.close()
+        raise ConfigError(f"{where}: {exc.strerror or exc}") from None
+    return listener
+
+
+def _serve(app: Any, host: str, port: int) -> Any:
+    """A threaded WSGI server for ``app`` on host:port, not yet serving."""
+    from werkzeug.serving import make_server
+
+    listener = _listen(host, port)
+    try:
+        # Werkzeug takes a duplicate of the bound socket (on a bind error of its own it
+        # would print and exit instead of raising).
+        return make_server(host, port, app, threaded=True, fd=listener.fileno())
+    finally:
+        listener.close()
+
+
+def _split_bind(bind: str) -> tuple[str, int]:
+    host, _, port = bind.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@contextmanager
+def ops_endpoints(
+    container: Container, bind: str | None, echo: Callable[[str], None]
+) -> Iterator[None]:
+    """Serve /healthz, /readyz and /metrics of this process on ``bind`` while the block
+    runs (nothing when ``bind`` is None)."""
+    if bind is None:
+        yield
+        return
+    from entrypoints.web import create_ops_app
+
+    host, port = _split_bind(bind)
+    server = _serve(create_ops_app(container), host, port)
+    thread = _thread("ops-http", server.serve_forever)
+    echo(f"metrics: http://{host}:{server.server_address[1]}/metrics")
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(STOP_TIMEOUT)
+
+
+def _start_consumers(container: Container) -> Any:
+    bus = container.bus()
+    container.feed_worker().attach(bus)
+    bus.start()
+    return bus
+
+
+def run_all(settings: Settings, host: str, port: int, *, echo: Callable[[str], None]) -> None:
+    """Serve the whole service from this process until SIGTERM or SIGINT.
+
+    Creates missing tables first (idempotent). Raises ``ConfigError`` for bad settings or
+    an address that cannot be bound; backend errors at start-up propagate.
+    """
+    from entrypoints.web import create_app
+
+    configure_logging()
+    container = create_container(settings)
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    bus = None
+    server = None
+    with stop_on_signals(stop):
+        try:
+            create_tables(container)
+            server = _serve(create_app(container), host, port)
+            declare_topology(container)
+            bus = _start_consumers(container)
+            relay = container.outbox_relay()
+            scheduler = _scheduler(container)
+            threads.append(_thread("outbox-relay", lambda: relay_forever(relay, stop)))
+            threads.append(
+                _thread("scheduler", lambda: scheduler.run_forever(stop, SCHEDULER_POLL))
+            )
+            web_thread = _thread("web", server.serve_forever)
+            echo(
+                f"scalecore: serving http://{host}:{server.server_address[1]} "
+                "(web, feed worker, outbox relay, scheduler); Ctrl-C stops"
+            )
+            while not stop.is_set() and web_thread.is_alive():
+                stop.wait(0.5)
+        finally:
+            stop.set()
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+            for thread in threads:
+                thread.join(STOP_TIMEOUT)
+            if bus is not None:
+                bus.stop(STOP_TIMEOUT)
+            close_adapters(container)
+    echo("scalecore: stopped")
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    echo: Callable[[str], None],
+    warn: Callable[[str], None],
+    metrics_bind: str | None = None,
+) -> None:
+    """Consume the bus (feed fan-out) and relay the outbox until SIGTERM or SIGINT.
+
+    With ``metrics_bind`` (HOST:PORT), also serve this process's /healthz, /readyz and
+    /metrics there.
+    """
+    configure_logging()
+    container = create_container(settings)
+    for problem in apart_warnings(settings, "worker"):
+        warn(problem)
+    stop = threading.Event()
+    bus = None
+    relay_thread = None
+    with stop_on_signals(stop):
+        try:
+            declare_topology(container)
+            bus = _start_consumers(container)
+            relay = container.outbox_relay()
+            relay_thread = _thread("outbox-relay", lambda: relay_forever(relay, stop))
+            with ops_endpoints(container, metrics_bind, echo):
+                echo("scalecore worker: consuming (feed fan-out) and relaying the outbox")
+                stop.wait()
+        finally:
+            stop.set()
+            if relay_thread is not None:
+                relay_thread.join(STOP_TIMEOUT)
+            if bus is not None:
+                bus.stop(STOP_TIMEOUT)  # handlers in flight finish; the rest is redelivered
+            close_adapters(container)
+    echo("scalecore worker: stopped")
+
+
+def run_scheduler(
+    settings: Settings,
+    *,
+    echo: Callable[[str], None],
+    warn: Callable[[str], None],
+    metrics_bind: str | None = None,
+) -> None:
+    """Run the cron jobs, one claim per slot in the ledger, until SIGTERM or SIGINT.
+
+    With ``metrics_bind`` (HOST:PORT), also serve /healthz, /readyz and /metrics there.
+    """
+    configure_logging()
+    container = create_container(settings)
+    for problem in apart_warnings(settings, "scheduler"):
+        warn(problem)
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        try:
+            scheduler = _scheduler(container)
+            names = ", ".join(f"{job.name} ({job.schedule})" for job in scheduler.jobs)
+            with ops_endpoints(container, metrics_bind, echo):
+                echo(f"scalecore scheduler: {names or 'no jobs'}")
+                scheduler.run_forever(stop, SCHEDULER_POLL)  # a pass in progress finishes
+        finally:
+            close_adapters(container)
+    echo("scalecore scheduler: stopped")
+
+
+def run_web(
+    settings: Settings,
+    *,
+    bind: str,
+    workers: int,
+    threads: int,
+    warn: Callable[[str], None],
+) -> None:
+    """Serve the web app with gunicorn (``gthread`` workers) until SIGTERM or SIGINT.
+
+    The settings are validated here, in the master; each worker process builds its own
+    container and app after the fork (gunicorn's default, ``preload_app`` off).
+    """
+    try:
+        from gunicorn.app.base import BaseApplication
+    except ModuleNotFoundError:
+        raise ConfigError("`scalecore web` needs gunicorn: install scalecore[server]") from None
+
+    create_container(settings)  # validate everything before forking; connects to nothing
+    for problem in apart_warnings(settings, "web", workers=workers):
+        warn(problem)
+
+    class _Gunicorn(BaseApplication):  # type: ignore[misc]
+        # Set in each worker process by load(); the worker_exit hook closes it there.
+        container: Container | None = None
+
+        def load_config(self) -> None:
+            options = {
+                "bind": [bind],
+                "workers": workers,
+                "threads": threads,
+                "worker_class": "gthread",
+                "preload_app": False,
+                "proc_name": "scalecore-web",
+                "accesslog": "-",
+                "graceful_timeout": int(STOP_TIMEOUT),
+                "timeout": 60,
+                "worker_exit": self._worker_exit,
+            }
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            # Runs in each worker after the fork: its own container, adapters and pools.
+            from entrypoints.web import create_app
+            from scalecore.capabilities import Capability
+
+            configure_logging()
+            container = create_container(settings)
+            app = create_app(container)
+            if Capability.SHARED in container.bus().capabilities:
+                # Queues exist before any worker consumes. (An in-process bus would only
+                # pile up events nobody in this process consumes.)
+                declare_topology(container)
+            self.container = container
+            return app
+
+        def _worker_exit(self, _server: Any, _worker: Any) -> None:
+            if self.container is not None:
+                close_adapters(self.container)
+
+    _Gunicorn().run()

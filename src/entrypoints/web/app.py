@@ -1,0 +1,135 @@
+"""The Flask application factory. Importing this module builds nothing.
+
+``create_app(container)`` builds the service and the adapters it needs from the container
+(connecting to nothing yet), registers the views, the session and CSRF middleware, the
+error handlers and the metrics, and returns the app. One app per process: a gunicorn
+worker builds its own container and app after the fork, so no connection or lock is ever
+shared across processes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, request
+
+from entrypoints.web.api import api
+from entrypoints.web.errors import install_error_handlers
+from entrypoints.web.health import health
+from entrypoints.web.media import media
+from entrypoints.web.metrics import Registry, install_metrics
+from entrypoints.web.pages import pages
+from entrypoints.web.presenters import iso_time, media_url
+from entrypoints.web.sessions import install_sessions
+from entrypoints.web.state import ServiceContainer, WebState, attach
+
+__all__ = ["MULTIPART_OVERHEAD", "create_app", "create_ops_app"]
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+#: Room above ``max_upload_bytes`` for the multipart envelope (boundaries, part headers,
+#: the caption and the CSRF field). A body larger than the limit plus this is refused with
+#: 413 from its Content-Length, before a byte of it is read.
+MULTIPART_OVERHEAD = 64 * 1024
+#: Form fields other than files (the caption, the CSRF token) are small.
+_MAX_FORM_MEMORY = 64 * 1024
+
+#: The service's stampede-safe loaders, by the ``cache`` label their metrics carry.
+_LOADERS = (("photofeed.profiles", "profiles"), ("photofeed.popular", "popular_lists"))
+
+_HTML_POLICY = (
+    "default-src 'self'; img-src 'self' data: https: http:; style-src 'self'; "
+    "script-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def create_app(container: ServiceContainer) -> Flask:
+    """Build the web app over ``container``'s service and adapters.
+
+    Everything the views need is resolved here, once, so requests on many threads never
+    race to build a singleton. Raises ``ConfigError`` for a configuration the service
+    cannot run on.
+    """
+    app = _base_app(container)
+    install_sessions(app)
+    app.register_blueprint(api)
+    app.register_blueprint(media)
+    app.register_blueprint(pages)
+    app.after_request(_security_headers)
+    app.jinja_env.globals.update(media_url=media_url, iso_time=iso_time)
+    return app
+
+
+def create_ops_app(container: ServiceContainer) -> Flask:
+    """Only ``/healthz``, ``/readyz`` and ``/metrics``: for worker and scheduler processes,
+    whose bus, cache and loader counters live in their own process."""
+    app = _base_app(container)
+    app.after_request(_security_headers)
+    return app
+
+
+def _base_app(container: ServiceContainer) -> Flask:
+    settings = container.settings()
+    service = container.photofeed()
+    max_upload = int(container.photofeed_settings().max_upload_bytes)
+    registry = Registry()
+    web_state = WebState(
+        container=container,
+        service=service,
+        sessions=container.sessions(),
+        blobs=container.blobs(),
+        clock=container.clock(),
+        web=dict(settings.web),
+        metrics=registry,
+        max_upload_bytes=max_upload,
+        readiness=dict(container.readiness()),
+    )
+    app = Flask(
+        "entrypoints",
+        root_path=str(_PACKAGE),
+        template_folder="templates",
+        static_folder="static",
+    )
+    app.config.update(
+        MAX_CONTENT_LENGTH=max_upload + MULTIPART_OVERHEAD,
+        MAX_FORM_MEMORY_SIZE=_MAX_FORM_MEMORY,
+        MAX_FORM_PARTS=16,
+        JSON_SORT_KEYS=False,
+        TRAP_HTTP_EXCEPTIONS=False,
+        PROPAGATE_EXCEPTIONS=False,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    attach(app, web_state)
+    install_metrics(
+        app,
+        registry,
+        caches=lambda: _cache_stats(container, service),
+        bus_stats=lambda: getattr(container.bus(), "stats", None),
+    )
+    install_error_handlers(app)
+    app.register_blueprint(health)
+    return app
+
+
+def _cache_stats(container: ServiceContainer, service: Any) -> dict[str, object]:
+    """Stats objects by cache name: the Cache adapter's, and each CachedLoader's."""
+    stats: dict[str, object] = {}
+    cache = container.cache()
+    stats[str(getattr(cache, "name", "cache"))] = cache.stats
+    for name, attribute in _LOADERS:
+        loader = getattr(service, attribute, None)
+        if loader is not None:
+            stats[name] = loader.stats
+    return stats
+
+
+def _security_headers(response: Response) -> Response:
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault("X-Frame-Options", "DENY")
+    if response.mimetype == "text/html":
+        headers.setdefault("Content-Security-Policy", _HTML_POLICY)
+    if request.path.startswith("/api/") and "Cache-Control" not in headers:
+        headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,391 @@
+"""The app around the views: error shapes, health, readiness, metrics, OpenAPI, the factory."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from test_web_support import Web
+
+from adapters.cache.memory import MemoryCache
+from adapters.sessions.memory import MemorySessionStore
+from entrypoints.web.metrics import Registry
+from entrypoints.web.openapi import openapi_document, render
+from scalecore.errors import BackendUnavailable
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Web:
+    return Web(tmp_path)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("GET", "/api/nothing", 404, "not_found"),
+        ("GET", "/nothing/at/all", 404, "not_found"),
+        ("POST", "/api/me", 405, "method_not_allowed"),
+        ("PATCH", "/api/photos/abc", 405, "method_not_allowed"),
+        ("DELETE", "/api/users", 405, "method_not_allowed"),
+        ("POST", "/healthz", 405, "method_not_allowed"),
+        ("PUT", "/media/a/b", 405, "method_not_allowed"),
+    ],
+)
+def test_flask_errors_are_json_for_programs(
+    web: Web, method: str, path: str, status: int, code: str
+) -> None:
+    response = web.client().open(path, method=method, headers={"Accept": "application/json"})
+    assert response.status_code == status
+    assert response.json == {"error": {"code": code, "message": response.json["error"]["message"]}}
+    if status == 405:
+        assert response.headers["Allow"]
+
+
+def test_a_body_over_the_limit_is_413_json_before_it_is_read(web: Web) -> None:
+    client, token = web.user("ada")
+    response = client.post(
+        "/api/photos",
+        data=b"x" * 300_000,
+        content_type="multipart/form-data; boundary=x",
+        headers={"X-CSRF-Token": token},
+    )
+    assert response.status_code == 413
+    assert response.json["error"]["code"] == "too_large"
+    assert web.app.config["MAX_CONTENT_LENGTH"] == 200_000 + 64 * 1024
+
+
+def test_browsers_get_html_error_pages(web: Web) -> None:
+    response = web.client().get("/nothing", headers={"Accept": "text/html"})
+    assert response.status_code == 404
+    assert response.content_type.startswith("text/html")
+    assert "404" in response.get_data(as_text=True)
+    missing_user = web.client().get("/users/nobody", headers={"Accept": "text/html"})
+    assert missing_user.status_code == 404
+    assert "no user" in missing_user.get_data(as_text=True)
+
+
+def test_an_unexpected_error_is_a_generic_500(web: Web, caplog: pytest.LogCaptureFixture) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret internals")
+
+    web.service.profile = boom  # type: ignore[method-assign]
+    response = web.client().get("/api/users/ada")
+    assert response.status_code == 500
+    assert response.json == {"error": {"code": "internal_error", "message": "internal error"}}
+    assert "secret internals" not in response.get_data(as_text=True)
+    assert "secret internals" in caplog.text  # logged for the operator
+
+
+def test_a_backend_outage_is_503(web: Web) -> None:
+    def down(*args: object, **kwargs: object) -> None:
+        raise BackendUnavailable("users store: connection refused")
+
+    web.service.profile = down  # type: ignore[method-assign]
+    response = web.client().get("/api/users/ada")
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "backend_unavailable"
+
+
+# --------------------------------------------------------------------------- health
+
+
+def test_healthz(web: Web) -> None:
+    response = web.client().get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok"}
+
+
+def test_readyz_pings_every_backend(web: Web) -> None:
+    response = web.client().get("/readyz")
+    assert response.status_code == 200
+    assert response.json["status"] == "ok"
+    assert set(response.json["checks"]) == {
+        "blobs",
+        "sessions",
+        "bus",
+        "cache",
+        "ledger",
+        "photofeed.users",
+        "photofeed.photos",
+        "photofeed.outbox",
+        "photofeed.follows",
+        "photofeed.feed",
+    }
+    assert set(response.json["checks"].values()) == {"ok"}
+
+
+class DownCache(MemoryCache):
+    def ping(self) -> None:
+        raise BackendUnavailable("memcached at 10.0.0.9:11211 refused the connection")
+
+
+class DownSessions(MemorySessionStore):
+    def ping(self) -> None:
+        raise RuntimeError("driver exploded")
+
+
+def test_readyz_names_the_backend_that_fails(tmp_path: Path) -> None:
+    web = Web(tmp_path, overrides={"cache": DownCache(name="cache")})
+    response = web.client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["status"] == "unavailable"
+    assert response.json["checks"]["cache"].startswith("unavailable: memcached")
+    assert response.json["checks"]["blobs"] == "ok"
+    assert response.json["error"]["code"] == "backend_unavailable"
+    assert "cache" in response.json["error"]["message"]
+    assert web.client().get("/healthz").status_code == 200  # alive, just not ready
+
+
+def test_readyz_survives_a_ping_that_raises_anything(tmp_path: Path) -> None:
+    web = Web(tmp_path, overrides={"sessions": DownSessions()})
+    response = web.client().get("/readyz")
+    assert response.status_code == 503
+    assert "sessions" in response.json["error"]["message"]
+
+
+# --------------------------------------------------------------------------- metrics
+
+_SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_key(sample: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    name, _, rest = sample.partition("{")
+    return name, frozenset(_LABEL.findall(rest))
+
+
+def parse_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Prometheus text as {(name, labels): value}; fails on a malformed line."""
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("# HELP ") or line.startswith("# TYPE "):
+            continue
+        match = _SAMPLE.match(line)
+        assert match, f"malformed line: {line!r}"
+        key = (match.group(1), frozenset(_LABEL.findall(match.group(2) or "")))
+        assert key not in samples, f"duplicate sample: {line!r}"
+        samples[key] = float(match.group(3))
+    return samples
+
+
+def test_metrics_expose_http_cache_and_bus_counters(web: Web) -> None:
+    ada, ada_token = web.user("ada")
+    bob, bob_token = web.user("bob")
+    ada.put("/api/following/bob", headers={"X-CSRF-Token": ada_token})
+    Web.upload(bob, bob_token)
+    for _ in range(3):
+        web.client().get("/api/users/bob")
+    web.client().get("/no/such/path")
+
+    response = web.client().get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    text = response.get_data(as_text=True)
+    for name, kind in (
+        ("scalecore_http_requests_total", "counter"),
+        ("scalecore_http_request_duration_seconds", "histogram"),
+        ("scalecore_cache_requests_total", "counter"),
+        ("scalecore_cache_loads_total", "counter"),
+        ("scalecore_bus_published_total", "counter"),
+        ("scalecore_bus_handled_total", "counter"),
+    ):
+        assert f"# TYPE {name} {kind}\n" in text
+    samples = parse_samples(text)
+
+    def value(sample: str) -> float:
+        key = parse_key(sample)
+        assert key in samples, f"{sample} not in\n{text}"
+        return samples[key]
+
+    assert (
+        value('scalecore_http_requests_total{endpoint="/api/photos",method="POST",status="201"}')
+        == 1
+    )
+    assert (
+        value('scalecore_http_requests_total{endpoint="unmatched",method="GET",status="404"}') == 1
+    )
+    assert (
+        value(
+            'scalecore_http_request_duration_seconds_count{endpoint="/api/users/<username>",'
+            'method="GET"}'
+        )
+        == 3
+    )
+    assert (
+        value(
+            'scalecore_http_request_duration_seconds_bucket{endpoint="/api/users/<username>",'
+            'le="+Inf",method="GET"}'
+        )
+        == 3
+    )
+    # The profile loader: the first read of bob's profile was a miss, then hits.
+    hits = [
+        v
+        for (name, labels), v in samples.items()
+        if name == "scalecore_cache_requests_total" and ("result", "hit") in labels
+    ]
+    assert any(v >= 2 for v in hits), text
+    for result in ("hit", "miss", "stale"):
+        assert f'result="{result}"' in text
+    assert value('scalecore_cache_requests_total{cache="cache",result="miss"}') >= 0
+    assert any(name == "scalecore_cache_loads_total" and v >= 1 for (name, _), v in samples.items())
+    assert value('scalecore_bus_published_total{topic="photo.uploaded"}') == 1
+    assert (
+        value(
+            'scalecore_bus_handled_total{group="feed-fanout",outcome="ok",topic="photo.uploaded"}'
+        )
+        == 1
+    )
+
+
+def test_the_registry_formats_and_counts_safely() -> None:
+    registry = Registry()
+    counter = registry.counter("demo_total", "A demo.", ("path",))
+    histogram = registry.histogram("demo_seconds", "Timing.", ("op",), buckets=(0.1, 1.0))
+    registry.collector("demo_gauge", "gauge", "Collected.", lambda: [("demo_gauge", {}, 2.5)])
+    registry.collector("demo_broken", "counter", "Broken.", lambda: 1 / 0)  # type: ignore[arg-type,return-value]
+
+    def work() -> None:
+        for _ in range(1000):
+            counter.inc(path='a"b\\c\nd')
+            histogram.observe(0.5, op="x")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    text = registry.render()
+    assert 'demo_total{path="a\\"b\\\\c\\nd"} 4000\n' in text
+    assert 'demo_seconds_bucket{op="x",le="0.1"} 0\n' in text
+    assert 'demo_seconds_bucket{op="x",le="1"} 4000\n' in text
+    assert 'demo_seconds_bucket{op="x",le="+Inf"} 4000\n' in text
+    assert 'demo_seconds_count{op="x"} 4000\n' in text
+    assert 'demo_seconds_sum{op="x"} 2000\n' in text
+    assert "demo_gauge 2.5\n" in text
+    assert "# TYPE demo_broken counter\n" in text  # a broken source shows no samples
+    with pytest.raises(ValueError, match="never decreases"):
+        counter.inc(-1, path="a")
+    with pytest.raises(ValueError, match="takes labels"):
+        counter.inc(path="a", extra="b")
+    with pytest.raises(ValueError, match="registered already"):
+        registry.counter("demo_total", "Again.")
+    with pytest.raises(ValueError, match="bad metric name"):
+        registry.counter("bad-name", "No.")
+
+
+# --------------------------------------------------------------------------- OpenAPI
+
+
+def test_docs_openapi_is_the_served_document(web: Web) -> None:
+    served = web.client().get("/api/openapi.json")
+    assert served.status_code == 200
+    assert served.json == openapi_document()
+    assert (DOCS / "openapi.json").read_text() == render(), (
+        "docs/openapi.json is stale: regenerate it with entrypoints.web.openapi.render()"
+    )
+
+
+def test_openapi_describes_exactly_the_api_routes(web: Web) -> None:
+    described = {
+        (path, method.upper())
+        for path, item in openapi_document()["paths"].items()
+        for method in item
+        if method != "parameters"
+    }
+    routed = set()
+    for rule in web.app.url_map.iter_rules():
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        if not path.startswith(("/api", "/media", "/healthz", "/readyz", "/metrics")):
+            continue
+        for method in rule.methods or ():
+            if method not in ("HEAD", "OPTIONS"):
+                routed.add((path, method))
+    assert described == routed
+
+
+def test_every_documented_status_of_the_issue_is_in_the_document() -> None:
+    paths = openapi_document()["paths"]
+    expected = {
+        ("/api/users", "post"): {"201", "400", "409"},
+        ("/api/session", "post"): {"200", "401"},
+        ("/api/session", "delete"): {"204"},
+        ("/api/me", "get"): {"200", "401"},
+        ("/api/following/{username}", "put"): {"204", "404"},
+        ("/api/following/{username}", "delete"): {"204", "404"},
+        ("/api/photos", "post"): {"201", "413", "415"},
+        ("/api/photos/{photo_id}", "get"): {"200", "404"},
+        ("/api/photos/{photo_id}", "delete"): {"204", "403", "404"},
+        ("/api/feed", "get"): {"200"},
+        ("/api/users/{username}", "get"): {"200", "404"},
+        ("/media/{key}", "get"): {"200", "302", "304"},
+        ("/readyz", "get"): {"200", "503"},
+    }
+    for (path, method), statuses in expected.items():
+        assert statuses <= set(paths[path][method]["responses"]), (path, method)
+    json.dumps(paths)  # plain JSON all the way down
+
+
+# --------------------------------------------------------------------------- the factory
+
+
+def test_importing_the_web_package_builds_nothing() -> None:
+    code = (
+        "import sys, entrypoints.web, entrypoints.web.app, entrypoints.cli, entrypoints.runner\n"
+        "import flask\n"
+        "assert not any(isinstance(v, flask.Flask) for m in list(sys.modules.values())\n"
+        "           for v in vars(m).values() if m is not None), 'an app was built at import'\n"
+        "assert 'sqlalchemy' not in sys.modules\n"
+        "assert 'gunicorn' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_two_apps_do_not_share_state(tmp_path: Path) -> None:
+    first = Web(tmp_path / "one")
+    second = Web(tmp_path / "two")
+    first.user("ada")
+    assert second.client().get("/api/users/ada").status_code == 404
+
+
+WEB_CONTRACT = """
+[tool.importlinter]
+root_packages = ["scalecore", "adapters", "entrypoints"]
+include_external_packages = true
+
+[[tool.importlinter.contracts]]
+name = "The web layer reaches storage, queues and caches only through the ports"
+type = "forbidden"
+source_modules = ["entrypoints.web"]
+forbidden_modules = [
+    "adapters", "entrypoints.container", "entrypoints.registry", "dependency_injector",
+    "sqlalchemy", "sqlite3", "psycopg", "boto3", "botocore", "pika", "pymemcache",
+]
+"""
+
+
+def test_the_web_layer_imports_no_adapter_or_driver(tmp_path: Path) -> None:
+    """Nothing in entrypoints.web talks to SQLite, a queue or a store but through a port:
+    it imports no adapter, no driver and not even the composition root, directly or not."""
+    config = tmp_path / "importlinter.toml"
+    config.write_text(WEB_CONTRACT)
+    lint_imports = Path(sys.executable).parent / "lint-imports"
+    result = subprocess.run(
+        [str(lint_imports), "--config", str(config), "--no-cache"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 kept, 0 broken" in result.stdout
