@@ -2,7 +2,7 @@
 
 ``deployment`` is a running scalecore, started as real processes and stopped (SIGTERM,
 then checked for a clean exit) after the session. Which deployments: the names in
-``SCALECORE_E2E_TARGETS`` (comma-separated; default ``embedded``); every e2e test runs
+``SCALECORE_E2E_TARGETS`` (comma-separated; default ``embedded,distributed``); every e2e test runs
 once against each. A name maps to a starter in :data:`e2e_harness.TARGETS`; add one there
 to test another topology. A server that does not come up fails the tests, never skips.
 """

@@ -2,12 +2,12 @@
 
 ``deployment`` is a running scalecore, started as real processes and stopped (SIGTERM,
 then checked for a clean exit) after the session. Which deployment is chosen by name:
-``SCALECORE_E2E_TARGETS`` lists them (comma-separated; default ``embedded``), and every
-e2e test runs once against each. A target is a function in :data:`TARGETS` taking a temp
-directory and returning a :class:`Deployment` that answers /healthz; to test another
-topology (gunicorn web + worker + scheduler from ``deploy/distributed.toml``, say), add one
-there. A deployment must set ``[photofeed] max_upload_bytes`` to :data:`MAX_UPLOAD_BYTES`
-and be stoppable by SIGTERM with exit status 0.
+``SCALECORE_E2E_TARGETS`` lists them (comma-separated; default ``embedded,distributed``:
+``scalecore run`` on the embedded defaults, and gunicorn web + worker + scheduler from
+``deploy/distributed.toml``), and every e2e test runs once against each. A target is a
+function in :data:`TARGETS` taking a temp directory and returning a :class:`Deployment`
+that answers /healthz. A deployment must set ``[photofeed] max_upload_bytes`` to
+:data:`MAX_UPLOAD_BYTES` and be stoppable by SIGTERM with exit status 0.
 
 A server that does not come up fails the tests (never skips), with its output.
 """
@@ -152,12 +152,70 @@ def start_embedded(workdir: Path) -> Deployment:
     return deployment
 
 
+#: The distributed deployment's config: every port on a shared server on loopback.
+DISTRIBUTED_CONFIG = ROOT / "deploy" / "distributed.toml"
+
+
+def distributed_env(workdir: Path) -> dict[str, str]:
+    """The environment of a distributed process: the config file, plus the e2e upload limit
+    and a scratch data_dir (the config keeps no shared state there)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCALECORE_")}
+    env["SCALECORE_CONFIG"] = str(DISTRIBUTED_CONFIG)
+    env["SCALECORE_PHOTOFEED__MAX_UPLOAD_BYTES"] = str(MAX_UPLOAD_BYTES)
+    env["SCALECORE_DEPLOYMENT__DATA_DIR"] = str(workdir / "data")
+    return env
+
+
+def scalecore_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "entrypoints.cli", *args]
+
+
+def init_distributed(workdir: Path) -> dict[str, str]:
+    """Create the distributed deployment's databases and tables; return its environment."""
+    env = distributed_env(workdir)
+    done = subprocess.run(
+        scalecore_command("db", "init"), env=env, cwd=ROOT, capture_output=True, timeout=120
+    )
+    if done.returncode != 0:
+        pytest.fail(f"scalecore db init failed:\n{done.stdout.decode()}{done.stderr.decode()}")
+    return env
+
+
+def start_web(workdir: Path, env: dict[str, str], name: str, workers: int) -> Deployment:
+    """One ``scalecore web`` (gunicorn with ``workers`` processes) on a free port."""
+    port = free_port()
+    log = workdir / f"{name}.log"
+    args = scalecore_command("web", "--bind", f"127.0.0.1:{port}", "--workers", str(workers))
+    process = _spawn(args, log, env)
+    deployment = Deployment(name, f"http://127.0.0.1:{port}", [process], [log], workdir / "data")
+    wait_until_healthy(deployment, timeout=60)
+    return deployment
+
+
+def start_distributed(workdir: Path) -> Deployment:
+    """deploy/distributed.toml as separate processes: gunicorn web with three workers, a
+    feed worker and a scheduler, over S3, memcached, RabbitMQ and PostgreSQL shards."""
+    env = init_distributed(workdir)
+    web = start_web(workdir, env, "web", workers=3)
+    for part in ("worker", "scheduler"):
+        log = workdir / f"{part}.log"
+        web.processes.append(_spawn(scalecore_command(part), log, env))
+        web.logs.append(log)
+    web.name = "distributed"
+    wait_until_healthy(web, timeout=60)
+    return web
+
+
 #: Deployment name -> starter. The e2e suite runs against each name in SCALECORE_E2E_TARGETS.
-TARGETS: dict[str, Callable[[Path], Deployment]] = {"embedded": start_embedded}
+TARGETS: dict[str, Callable[[Path], Deployment]] = {
+    "embedded": start_embedded,
+    "distributed": start_distributed,
+}
 
 
 def target_names() -> list[str]:
-    names = [n.strip() for n in os.environ.get("SCALECORE_E2E_TARGETS", "embedded").split(",")]
+    default = "embedded,distributed"
+    names = [n.strip() for n in os.environ.get("SCALECORE_E2E_TARGETS", default).split(",")]
     return [n for n in names if n]
 
 
