@@ -356,36 +356,3 @@ def test_two_apps_do_not_share_state(tmp_path: Path) -> None:
     second = Web(tmp_path / "two")
     first.user("ada")
     assert second.client().get("/api/users/ada").status_code == 404
-
-
-WEB_CONTRACT = """
-[tool.importlinter]
-root_packages = ["scalecore", "adapters", "entrypoints"]
-include_external_packages = true
-
-[[tool.importlinter.contracts]]
-name = "The web layer reaches storage, queues and caches only through the ports"
-type = "forbidden"
-source_modules = ["entrypoints.web"]
-forbidden_modules = [
-    "adapters", "entrypoints.container", "entrypoints.registry", "dependency_injector",
-    "sqlalchemy", "sqlite3", "psycopg", "boto3", "botocore", "pika", "pymemcache",
-]
-"""
-
-
-def test_the_web_layer_imports_no_adapter_or_driver(tmp_path: Path) -> None:
-    """Nothing in entrypoints.web talks to SQLite, a queue or a store but through a port:
-    it imports no adapter, no driver and not even the composition root, directly or not."""
-    config = tmp_path / "importlinter.toml"
-    config.write_text(WEB_CONTRACT)
-    lint_imports = Path(sys.executable).parent / "lint-imports"
-    result = subprocess.run(
-        [str(lint_imports), "--config", str(config), "--no-cache"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 kept, 0 broken" in result.stdout
