@@ -85,10 +85,15 @@ def test_the_whole_journey_in_html(web: Web) -> None:
     assert "Delete this photo" in page
 
     # Ada follows Bob from his profile page, and his photo is in her feed.
-    assert "Follow" in ada.get("/users/bob").get_data(as_text=True)
+    before = parse(ada, "/users/bob").forms
+    assert "/users/bob/follow" in before
+    assert "/users/bob/unfollow" not in before
     followed = submit(ada, "/users/bob", "/users/bob/follow")
     assert followed.status_code == 303
     assert "You follow bob now." in ada.get("/users/bob").get_data(as_text=True)
+    after = parse(ada, "/users/bob").forms
+    assert "/users/bob/unfollow" in after
+    assert "/users/bob/follow" not in after
     feed = parse(ada, "/")
     assert len(feed.images) == 1
     thumbnail = feed.images[0]

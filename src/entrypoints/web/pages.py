@@ -145,18 +145,10 @@ def profile(username: str) -> Response:
     service = state().service
     profile = service.profile(username)
     user_id = current_user_id()
-    following: bool | None = False
+    following = False
     if user_id is not None and user_id != profile.user.id:
-        following = _is_following(user_id, profile.user.username)
+        following = service.is_following(user_id, profile.user.username)
     return _page("profile.html", profile=profile, following=following)
-
-
-def _is_following(user_id: str, username: str) -> bool | None:
-    """Whether the user follows ``username``; ``None`` if the service cannot tell."""
-    checker = getattr(state().service, "is_following", None)
-    if checker is None:
-        return None
-    return bool(checker(user_id, username))
 
 
 @pages.post("/users/<username>/follow")

@@ -285,6 +285,13 @@ class PhotoFeed:
             )
         self._invalidate_profiles(follower.username, followee.username)
 
+    def is_following(self, follower_id: str, username: str) -> bool:
+        """Whether ``follower_id`` follows ``username`` now, as the follower's side records
+        it. Raises ``NotFound`` for an unknown username."""
+        followee = self._user_by_name(username)
+        edge = self.follows.following_edge(follower_id, followee.id)
+        return edge is not None and edge.active
+
     def unfollow(self, follower_id: str, username: str) -> None:
         """Stop ``follower_id`` following ``username``; that user's photos leave the
         follower's feed. Idempotent. Raises like :meth:`follow`."""

@@ -141,6 +141,18 @@ def test_follow_and_unfollow_change_counts_at_once_and_are_idempotent(world: Wor
     assert world.follows.following(bob.id) == [alice.id]
 
 
+def test_is_following_reports_the_current_edge(world: World) -> None:
+    alice, bob = world.sign_up("alice"), world.sign_up("bob")
+    assert not world.service.is_following(bob.id, "alice")
+    world.service.follow(bob.id, "alice")
+    assert world.service.is_following(bob.id, "alice")
+    assert not world.service.is_following(alice.id, "bob")
+    world.service.unfollow(bob.id, "alice")
+    assert not world.service.is_following(bob.id, "alice")
+    with pytest.raises(NotFound):
+        world.service.is_following(bob.id, "nobody")
+
+
 def test_follow_errors(world: World) -> None:
     alice = world.sign_up("alice")
     with pytest.raises(NotFound):
