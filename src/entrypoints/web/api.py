@@ -23,6 +23,9 @@ __all__ = ["api", "read_upload"]
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
+#: JSON bodies here are small (credentials); uploads have their own, larger limit.
+MAX_JSON_BYTES = 64 * 1024
+
 
 def _no_content() -> Response:
     return Response(status=204)
@@ -34,7 +37,12 @@ def _json_body(*fields: str) -> dict[str, str]:
         raise ApiError(
             415, "unsupported_media_type", "send a JSON body with Content-Type: application/json"
         )
-    body = request.get_json(silent=True)
+    if (request.content_length or 0) > MAX_JSON_BYTES:
+        raise ApiError(413, "payload_too_large", f"a JSON body is at most {MAX_JSON_BYTES} bytes")
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nesting deeper than the parser's stack: not a valid request
+        body = None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
     values: dict[str, str] = {}

@@ -57,6 +57,9 @@ _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 Sample = tuple[str, Mapping[str, str], float]
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -412,11 +415,11 @@ def install_metrics(
         started = g.get("sc_started")
         rule = request.url_rule
         endpoint = rule.rule if rule is not None else "unmatched"
-        requests_total.inc(
-            method=request.method, endpoint=endpoint, status=str(response.status_code)
-        )
+        # Methods come from the client: bound the label to the standard set.
+        method = request.method if request.method in _METHODS else "other"
+        requests_total.inc(method=method, endpoint=endpoint, status=str(response.status_code))
         if started is not None:
-            latency.observe(time.perf_counter() - started, method=request.method, endpoint=endpoint)
+            latency.observe(time.perf_counter() - started, method=method, endpoint=endpoint)
         return response
 
     def metrics_view() -> Any:

@@ -8,7 +8,7 @@ its form with the error and the status the API would give, a successful one redi
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from flask import Blueprint, Response, redirect, render_template, request
 
@@ -51,10 +51,20 @@ def _login_redirect() -> Response:
 
 
 def _safe_next(target: str | None) -> str:
-    # Only local paths: an open redirect after login would be a phishing tool.
-    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
-        return target
-    return "/"
+    """``target`` if it is a path on this site, else ``/``.
+
+    An open redirect after login would be a phishing tool. Browsers drop tabs and newlines
+    from URLs and read ``\\`` as ``/``, so any whitespace, control character or backslash
+    disqualifies a target, as does anything with a scheme or a host.
+    """
+    if not target or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in target):
+        return "/"
+    split = urlsplit(target)
+    if split.scheme or split.netloc or "\\" in target or not target.startswith("/"):
+        return "/"
+    if target.startswith("//"):
+        return "/"
+    return target
 
 
 def _message(error: ScalecoreError) -> str:

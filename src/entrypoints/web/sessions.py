@@ -29,9 +29,9 @@ import secrets
 
 from flask import Flask, Response, g, request
 
-from entrypoints.web.errors import ApiError
+from entrypoints.web.errors import ApiError, error_response, status_for
 from entrypoints.web.state import state
-from scalecore.errors import AuthenticationFailed, NotFound
+from scalecore.errors import AuthenticationFailed, NotFound, ScalecoreError
 from scalecore.ports.sessions import Session, is_valid_session_id
 
 __all__ = [
@@ -221,6 +221,10 @@ def _same(sent: str, expected: str) -> bool:
     return hmac.compare_digest(sent.encode("utf-8", "replace"), expected.encode("utf-8"))
 
 
+def _one_line(error: ScalecoreError) -> str:
+    return " ".join(str(error).split())
+
+
 def _save_session(response: Response) -> Response:
     web_state = state()
     session = _current_session()
@@ -232,6 +236,11 @@ def _save_session(response: Response) -> Response:
             # Deleted meanwhile (logged out in another tab, or purged): forget it.
             action = "clear"
             session = None
+        except ScalecoreError as exc:
+            # The view's work is done; only the session write failed (store down, or too
+            # many concurrent writers). Say so instead of pretending success or a 500.
+            _log.warning("could not save a session: %s", type(exc).__name__)
+            return error_response(*status_for(exc), _one_line(exc))
     secure = web_state.secure_cookies
     if action == "set" and session is not None:
         response.set_cookie(

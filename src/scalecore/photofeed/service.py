@@ -98,6 +98,17 @@ MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
 
 _LOGIN_FAILED = "wrong username or password"
+
+
+def _is_text(value: str) -> bool:
+    """Whether ``value`` encodes as UTF-8 (JSON can carry lone surrogates; hashers cannot)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 _CHUNK = 64 * 1024
 #: Followers written per feed transaction batch during fan-out.
 _FANOUT_BATCH = 500
@@ -209,6 +220,8 @@ class PhotoFeed:
             raise InvalidInput(
                 f"a password is {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters long"
             )
+        if not _is_text(password):
+            raise InvalidInput("a password must be valid Unicode text")
         password_hash = self.hasher.hash(password)
         user = User(id=self._ids.new_for(username), username=username, created_at=self._stamp())
         try:
@@ -229,6 +242,7 @@ class PhotoFeed:
             not isinstance(username, str)
             or not isinstance(password, str)
             or len(password) > MAX_PASSWORD_LENGTH
+            or not _is_text(password)
         ):
             raise AuthenticationFailed(_LOGIN_FAILED)
         account: Account | None = None
