@@ -14,11 +14,13 @@ answer is ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "Type: mes
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from scalecore.errors import BackendUnavailable, InvalidInput
+from scalecore.ports.bus import Bus, Message, Subscription, validate_name
 from scalecore.types import JSONValue
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "MAX_DEPTH",
     "REPLY_TO_HEADER",
     "RESPONDER_GROUP",
+    "RepliesOverTopics",
     "check_headers",
     "check_message_id",
     "decode_payload",
@@ -118,6 +121,59 @@ def unpack_reply(topic: str, reply: JSONValue) -> JSONValue:
     if isinstance(reply, dict) and reply.get("ok") is False:
         raise BackendUnavailable(f"the responder on {topic!r} failed: {reply.get('error')}")
     raise BackendUnavailable(f"the responder on {topic!r} sent a malformed reply")
+
+
+logger = logging.getLogger("adapters.bus")
+
+
+class RepliesOverTopics(Bus):
+    """Request/reply built on publish and subscribe, shared by the bus adapters.
+
+    A responder subscribes to its topic in the group ``responders``; each request carries
+    a reply topic and a correlation id in its headers, and the answer is published there.
+    """
+
+    def respond(self, topic: str, responder: Callable[[JSONValue], JSONValue]) -> Subscription:
+        """Answer requests on ``topic``; responders of one topic share its requests.
+
+        A responder that raises sends an error reply (the request is not retried).
+        """
+        validate_name(topic)
+        if not callable(responder):
+            raise InvalidInput(f"responder must be callable, not {type(responder).__name__}")
+
+        def answer(message: Message) -> None:
+            try:
+                reply = ok_reply(responder(message.payload))
+            except Exception as exc:
+                logger.warning(
+                    "bus responder failed: topic=%s message_id=%s",
+                    message.topic,
+                    message.id,
+                    exc_info=True,
+                )
+                reply = error_reply(exc)
+            self._send_reply(message, reply)
+
+        return self.subscribe(topic, RESPONDER_GROUP, answer)
+
+    def _send_reply(self, request: Message, reply: JSONValue) -> None:
+        reply_to = request.headers.get(REPLY_TO_HEADER)
+        correlation_id = request.headers.get(CORRELATION_ID_HEADER)
+        if reply_to is None or correlation_id is None:
+            return  # published without request(): nobody waits for an answer
+        try:
+            validate_name(reply_to)
+        except InvalidInput:
+            logger.warning("bus request has an invalid reply topic: message_id=%s", request.id)
+            return
+        headers = {CORRELATION_ID_HEADER: correlation_id}
+        try:
+            self.publish(reply_to, reply, headers=headers)
+        except InvalidInput:
+            self.publish(
+                reply_to, error_reply("the responder returned a non-JSON value"), headers=headers
+            )
 
 
 def _check_json(payload: object) -> None:

@@ -54,20 +54,18 @@ from pika.adapters.select_connection import IOLoop, SelectConnection
 from adapters.bus import (
     CORRELATION_ID_HEADER,
     REPLY_TO_HEADER,
-    RESPONDER_GROUP,
+    RepliesOverTopics,
     check_headers,
     check_message_id,
     decode_payload,
     encode_payload,
-    error_reply,
-    ok_reply,
     unpack_reply,
 )
 from scalecore.busstats import BusStats
 from scalecore.capabilities import Capability
 from scalecore.clock import Clock, SystemClock
 from scalecore.errors import BackendUnavailable, ConfigError, InvalidInput
-from scalecore.ports.bus import NAME_PATTERN, Bus, Handler, Message, Subscription, validate_name
+from scalecore.ports.bus import NAME_PATTERN, Handler, Message, Subscription, validate_name
 from scalecore.retry import RetryPolicy
 from scalecore.types import JSONValue
 
@@ -992,7 +990,7 @@ class _Waiter:
         self.reply: JSONValue = None
 
 
-class RabbitMqBus(Bus):
+class RabbitMqBus(RepliesOverTopics):
     """Topics, consumer groups, retries and dead letters on a RabbitMQ broker; thread-safe.
 
     Topology, all durable, on a topic exchange (``exchange``): a queue per (topic, group)
@@ -1475,48 +1473,6 @@ class RabbitMqBus(Bus):
             with self._lock:
                 self._waiters.pop(correlation_id, None)
         return unpack_reply(topic, waiter.reply)
-
-    def respond(self, topic: str, responder: Callable[[JSONValue], JSONValue]) -> Subscription:
-        """Answer requests on ``topic``; responders of one topic share its requests.
-
-        A responder that raises sends an error reply (the request is not retried).
-        """
-        validate_name(topic)
-        if not callable(responder):
-            raise InvalidInput(f"responder must be callable, not {type(responder).__name__}")
-
-        def answer(message: Message) -> None:
-            try:
-                reply = ok_reply(responder(message.payload))
-            except Exception as exc:
-                logger.warning(
-                    "bus responder failed: topic=%s message_id=%s",
-                    message.topic,
-                    message.id,
-                    exc_info=True,
-                )
-                reply = error_reply(exc)
-            self._send_reply(message, reply)
-
-        return self.subscribe(topic, RESPONDER_GROUP, answer)
-
-    def _send_reply(self, request: Message, reply: JSONValue) -> None:
-        reply_to = request.headers.get(REPLY_TO_HEADER)
-        correlation_id = request.headers.get(CORRELATION_ID_HEADER)
-        if reply_to is None or correlation_id is None:
-            return  # published without request(): nobody waits for an answer
-        try:
-            validate_name(reply_to)
-        except InvalidInput:
-            logger.warning("bus request has an invalid reply topic: message_id=%s", request.id)
-            return
-        headers = {CORRELATION_ID_HEADER: correlation_id}
-        try:
-            self.publish(reply_to, reply, headers=headers)
-        except InvalidInput:
-            self.publish(
-                reply_to, error_reply("the responder returned a non-JSON value"), headers=headers
-            )
 
     def _reply_topic(self) -> str:
         """This bus's private reply topic, with its consumer running; created on first use."""

@@ -27,10 +27,10 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from adapters.ledger import MAX_NAME_LENGTH, check_before, check_claim, check_claim_args, check_ttl
-from adapters.sql.engine import make_engine, translate_errors
+from adapters.sql.engine import create_tables, make_engine, translate_errors
 from scalecore.capabilities import Capability
 from scalecore.clock import Clock, SystemClock
-from scalecore.errors import ConfigError, LeaseLost, MissingDriverError
+from scalecore.errors import ConfigError, LeaseLost
 from scalecore.ports.ledger import Claim, JobLedger
 
 __all__ = ["SqlJobLedger", "ledger_table", "metadata"]
@@ -76,29 +76,14 @@ class SqlJobLedger(JobLedger):
         if clock is not None and not isinstance(clock, Clock):
             raise ConfigError(f"must be a Clock, not {type(clock).__name__}", key="clock")
         self._clock: Clock = clock or SystemClock()
-        try:
-            self._engine = make_engine(url, create_database=create_database)
-        except MissingDriverError:
-            raise
-        except ConfigError:
-            # Not the engine's message: it repeats the URL, which may hold a password.
-            raise ConfigError(
-                "is not a database URL (like sqlite:///var/db.sqlite or "
-                "postgresql+psycopg://user@host/db)",
-                key="url",
-            ) from None
+        self._engine = make_engine(url, create_database=create_database)
 
     def __repr__(self) -> str:
         return f"<SqlJobLedger {self._engine.url.render_as_string(hide_password=True)}>"
 
     def create_schema(self) -> None:
         """Create the ledger table and its index if missing (idempotent)."""
-        with translate_errors():
-            try:
-                metadata.create_all(self._engine, checkfirst=True)
-            except sa_exc.SQLAlchemyError:
-                # Another process may have created it between our check and our CREATE.
-                metadata.create_all(self._engine, checkfirst=True)
+        create_tables(self._engine, metadata)
 
     def claim(self, job: str, slot: int, owner: str, ttl: float) -> Claim | None:
         check_claim_args(job, slot, owner)

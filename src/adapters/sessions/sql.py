@@ -40,10 +40,10 @@ from adapters.sessions import (
     encode_data,
     merge_changes,
 )
-from adapters.sql.engine import make_engine, translate_errors
+from adapters.sql.engine import create_tables, make_engine, translate_errors
 from scalecore.capabilities import Capability
 from scalecore.clock import Clock, SystemClock
-from scalecore.errors import ConfigError, Conflict, MissingDriverError, NotFound
+from scalecore.errors import ConfigError, Conflict, NotFound
 from scalecore.ports.sessions import Session, SessionStore, is_valid_session_id, new_session_id
 from scalecore.types import JSONObject, JSONValue
 
@@ -92,30 +92,15 @@ class SqlSessionStore(SessionStore):
         if clock is not None and not isinstance(clock, Clock):
             raise ConfigError(f"must be a Clock, not {type(clock).__name__}", key="clock")
         self._clock: Clock = clock or SystemClock()
-        try:
-            # hide_parameters: bound values (session ids) never appear in error messages.
-            self._engine = make_engine(url, create_database=create_database, hide_parameters=True)
-        except MissingDriverError:
-            raise
-        except ConfigError:
-            # Not the engine's message: it repeats the URL, which may hold a password.
-            raise ConfigError(
-                "is not a database URL (like sqlite:///var/db.sqlite or "
-                "postgresql+psycopg://user@host/db)",
-                key="url",
-            ) from None
+        # hide_parameters: bound values (session ids) never appear in error messages.
+        self._engine = make_engine(url, create_database=create_database, hide_parameters=True)
 
     def __repr__(self) -> str:
         return f"<SqlSessionStore {self._engine.url.render_as_string(hide_password=True)}>"
 
     def create_schema(self) -> None:
         """Create the sessions table and its index if missing (idempotent)."""
-        with _translate():
-            try:
-                metadata.create_all(self._engine, checkfirst=True)
-            except sa_exc.SQLAlchemyError:
-                # Another process may have created it between our check and our CREATE.
-                metadata.create_all(self._engine, checkfirst=True)
+        create_tables(self._engine, metadata)
 
     def create(self, data: Mapping[str, JSONValue] | None = None) -> Session:
         text = encode_data(data if data is not None else {})

@@ -23,18 +23,24 @@ from sqlalchemy.engine import make_url
 
 from scalecore.errors import BackendUnavailable, ConfigError, Conflict
 
-__all__ = ["make_engine", "translate_errors"]
+__all__ = ["create_tables", "make_engine", "translate_errors"]
 
 
 def make_engine(url: str, *, create_database: bool = False, **kwargs: Any) -> sa.Engine:
-    """Return an engine for ``url``; raise ``ConfigError`` if the URL is malformed.
+    """Return an engine for ``url``; raise ``ConfigError`` (key ``url``) if it is malformed.
 
     Nothing connects yet, except that ``create_database`` makes sure the database exists.
+    Errors never repeat the URL, which may hold a password. A SQLite file's folder that
+    cannot be created raises ``BackendUnavailable``.
     """
     try:
         parsed = make_url(url)
-    except (sa_exc.ArgumentError, ValueError) as exc:
-        raise ConfigError(f"not a database URL: {url!r}") from exc
+    except (sa_exc.ArgumentError, ValueError):
+        raise ConfigError(
+            "is not a database URL (like sqlite:///var/db.sqlite or "
+            "postgresql+psycopg://user@host/db)",
+            key="url",
+        ) from None
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, **kwargs)
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
@@ -56,7 +62,12 @@ def make_engine(url: str, *, create_database: bool = False, **kwargs: Any) -> sa
 def _sqlite_engine(url: sa.URL, **kwargs: Any) -> sa.Engine:
     database = url.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"cannot create the SQLite database's folder: {exc.strerror or type(exc).__name__}"
+            ) from exc
     if database in ("", ":memory:"):
         kwargs.setdefault("poolclass", sa.StaticPool)
     kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
@@ -112,3 +123,13 @@ def translate_errors() -> Iterator[None]:
         raise Conflict(f"database constraint violated: {exc.orig}") from exc
     except sa_exc.SQLAlchemyError as exc:
         raise BackendUnavailable(f"database error: {type(exc).__name__}: {exc}") from exc
+
+
+def create_tables(engine: sa.Engine, metadata: sa.MetaData) -> None:
+    """Create ``metadata``'s missing tables and indexes; idempotent, and safe when several
+    processes run it at once (the loser of a CREATE race simply checks again)."""
+    with translate_errors():
+        try:
+            metadata.create_all(engine, checkfirst=True)
+        except sa_exc.SQLAlchemyError:
+            metadata.create_all(engine, checkfirst=True)

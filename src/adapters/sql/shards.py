@@ -177,12 +177,7 @@ class ShardedDatabase:
         with self._lock:
             engine = self._engines.get(url)
             if engine is None:
-                try:
-                    engine = make_engine(url, create_database=self._create_database and primary)
-                except OSError as exc:  # e.g. a SQLite file's folder cannot be created
-                    raise BackendUnavailable(
-                        f"cannot prepare the database: {exc.strerror or type(exc).__name__}"
-                    ) from exc
+                engine = make_engine(url, create_database=self._create_database and primary)
                 self._engines[url] = engine
             return engine
 
