@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import re
+import threading
 from collections.abc import Callable, Mapping
 
 from scalecore.errors import BackendUnavailable, InvalidInput
@@ -29,6 +30,7 @@ __all__ = [
     "REPLY_TO_HEADER",
     "RESPONDER_GROUP",
     "RepliesOverTopics",
+    "ReplyWaiter",
     "check_headers",
     "check_message_id",
     "decode_payload",
@@ -121,6 +123,14 @@ def unpack_reply(topic: str, reply: JSONValue) -> JSONValue:
     if isinstance(reply, dict) and reply.get("ok") is False:
         raise BackendUnavailable(f"the responder on {topic!r} failed: {reply.get('error')}")
     raise BackendUnavailable(f"the responder on {topic!r} sent a malformed reply")
+
+
+class ReplyWaiter:
+    """A request waiting for its reply: ``done`` is set once ``reply`` holds it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.reply: JSONValue = None
 
 
 logger = logging.getLogger("adapters.bus")

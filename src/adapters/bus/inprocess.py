@@ -37,6 +37,7 @@ from adapters.bus import (
     CORRELATION_ID_HEADER,
     REPLY_TO_HEADER,
     RepliesOverTopics,
+    ReplyWaiter,
     check_headers,
     check_message_id,
     decode_payload,
@@ -121,14 +122,6 @@ class _InProcessSubscription(Subscription):
         return f"<subscription {self.topic}/{self.group} active={self.active}>"
 
 
-class _Waiter:
-    """A request waiting for its reply."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.reply: JSONValue = None
-
-
 class InProcessBus(RepliesOverTopics):
     """Topics, consumer groups, retries and dead letters in this process; thread-safe.
 
@@ -173,7 +166,7 @@ class InProcessBus(RepliesOverTopics):
         self._in_flight = 0
         self._sequence = itertools.count()
         self._local = threading.local()
-        self._waiters: dict[str, _Waiter] = {}
+        self._waiters: dict[str, ReplyWaiter] = {}
         self._reply_lock = threading.Lock()
         self._reply_topic: str | None = None
 
@@ -528,7 +521,7 @@ class InProcessBus(RepliesOverTopics):
         encode_payload(payload)  # refuse a bad payload before subscribing anything
         reply_topic = self._reply_subscription()
         correlation_id = uuid.uuid4().hex
-        waiter = _Waiter()
+        waiter = ReplyWaiter()
         with self._lock:
             self._waiters[correlation_id] = waiter
         try:

@@ -55,6 +55,7 @@ from adapters.bus import (
     CORRELATION_ID_HEADER,
     REPLY_TO_HEADER,
     RepliesOverTopics,
+    ReplyWaiter,
     check_headers,
     check_message_id,
     decode_payload,
@@ -982,14 +983,6 @@ class _RabbitMqSubscription(Subscription):
         return f"<subscription {self.topic}/{self.group} active={self.active}>"
 
 
-class _Waiter:
-    """A request waiting for its reply."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.reply: JSONValue = None
-
-
 class RabbitMqBus(RepliesOverTopics):
     """Topics, consumer groups, retries and dead letters on a RabbitMQ broker; thread-safe.
 
@@ -1054,7 +1047,7 @@ class RabbitMqBus(RepliesOverTopics):
         self._local = threading.local()
         self._reply_lock = threading.Lock()
         self._reply: tuple[str, _Consumer] | None = None
-        self._waiters: dict[str, _Waiter] = {}
+        self._waiters: dict[str, ReplyWaiter] = {}
 
     @property
     def max_attempts(self) -> int:
@@ -1461,7 +1454,7 @@ class RabbitMqBus(RepliesOverTopics):
             envelope,
             headers=((REPLY_TO_HEADER, reply_topic), (CORRELATION_ID_HEADER, correlation_id)),
         )
-        waiter = _Waiter()
+        waiter = ReplyWaiter()
         with self._lock:
             self._waiters[correlation_id] = waiter
         try:
