@@ -110,7 +110,8 @@ def apart_warnings(settings: Settings, part: str, *, workers: int = 1) -> list[s
 
     A bus that is not SHARED keeps every event inside the process that published it, so
     events of the web process never reach ``scalecore worker``; sessions that are not
-    SHARED log users out whenever another gunicorn worker answers. (A deployment declared
+    SHARED log users out whenever another gunicorn worker answers; a cache that is not SHARED
+    serves stale entries after another worker's invalidation. (A deployment declared
     multi-node refuses such settings outright.)
     """
     from entrypoints.registry import load_adapter
@@ -131,6 +132,15 @@ def apart_warnings(settings: Settings, part: str, *, workers: int = 1) -> list[s
         problems.append(
             f"warning: sessions backend {backend!r} is not shared between the {workers} "
             "workers: a user is logged out whenever another worker answers"
+        )
+    backend = settings.port("cache")[0]
+    if workers > 1 and Capability.SHARED not in getattr(
+        load_adapter("cache", backend), "capabilities", ()
+    ):
+        problems.append(
+            f"warning: cache backend {backend!r} is not shared between the {workers} "
+            "workers: an invalidation reaches only the worker that made it, so the others "
+            "serve stale entries until they expire"
         )
     return problems
 

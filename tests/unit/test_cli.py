@@ -314,6 +314,7 @@ def test_web_runs_gunicorn_workers_and_stops_on_sigterm(tmp_path: Path) -> None:
         code, out = _stop(process)
     assert code == 0, out
     assert "warning: sessions backend 'memory' is not shared between the 2 workers" in out
+    assert "warning: cache backend 'memory' is not shared between the 2 workers" in out
     assert out.count("Booting worker with pid") == 2, out
     assert "Traceback" not in out
 
