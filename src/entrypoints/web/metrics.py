@@ -11,6 +11,7 @@ scrape target per process, or aggregate in Prometheus.
 
 from __future__ import annotations
 
+import abc
 import bisect
 import logging
 import math
@@ -81,7 +82,7 @@ def _format_value(value: float) -> str:
     return repr(float(value))
 
 
-class _Metric:
+class _Metric(abc.ABC):
     kind = ""
 
     def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
@@ -103,8 +104,9 @@ class _Metric:
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {_escape(self.help)}", f"# TYPE {self.name} {self.kind}"]
 
+    @abc.abstractmethod
     def render(self) -> list[str]:
-        raise NotImplementedError
+        """The metric's sample lines in the Prometheus text format."""
 
 
 class Counter(_Metric):
