@@ -125,20 +125,13 @@ class SqlSessionStore(SessionStore):
         return Session(session_id, data, expires_at)
 
     def save(self, session: Session) -> None:
-        changed, removed = session.changes
-        check_json(changed)
-        if not is_valid_session_id(session.id):
-            raise NotFound("the session expired or was deleted")
+        changed, removed = _pending(session)
         t = sessions_table
         with _translate():
             for _attempt in range(MAX_SAVE_ATTEMPTS):
                 with self._engine.begin() as conn:
                     now = self._clock.now()
-                    row = _read(conn, session.id, now, lock=True)
-                    if row is None:
-                        raise NotFound("the session expired or was deleted")
-                    stored, version, _ = row
-                    merged = merge_changes(stored, changed, removed)
+                    merged, version = _merge_locked(conn, session.id, changed, removed, now)
                     expires_at = now + self.ttl
                     result = conn.execute(
                         t.update()
@@ -160,21 +153,14 @@ class SqlSessionStore(SessionStore):
             conn.execute(sessions_table.delete().where(sessions_table.c.id == session_id))
 
     def rotate(self, session: Session) -> Session:
-        changed, removed = session.changes
-        check_json(changed)
-        if not is_valid_session_id(session.id):
-            raise NotFound("the session expired or was deleted")
+        changed, removed = _pending(session)
         t = sessions_table
         with _translate():
             for _attempt in range(MAX_SAVE_ATTEMPTS):
                 # One transaction: the new row appears and the old one goes together.
                 with self._engine.begin() as conn:
                     now = self._clock.now()
-                    row = _read(conn, session.id, now, lock=True)
-                    if row is None:
-                        raise NotFound("the session expired or was deleted")
-                    stored, version, _ = row
-                    merged = merge_changes(stored, changed, removed)
+                    merged, version = _merge_locked(conn, session.id, changed, removed, now)
                     gone = conn.execute(
                         t.delete().where(t.c.id == session.id, t.c.version == version)
                     )
@@ -204,6 +190,31 @@ class SqlSessionStore(SessionStore):
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def _pending(session: Session) -> tuple[dict[str, JSONValue], frozenset[str]]:
+    """The session's unsaved changes, checked; ``NotFound`` for an id no row can have."""
+    changed, removed = session.changes
+    check_json(changed)
+    if not is_valid_session_id(session.id):
+        raise NotFound("the session expired or was deleted")
+    return changed, removed
+
+
+def _merge_locked(
+    conn: sa.Connection,
+    session_id: str,
+    changed: Mapping[str, JSONValue],
+    removed: frozenset[str],
+    now: float,
+) -> tuple[JSONObject, int]:
+    """Lock the live row, merge the changes onto it; return the merged data and the version
+    read. ``NotFound`` if the session expired or was deleted."""
+    row = _read(conn, session_id, now, lock=True)
+    if row is None:
+        raise NotFound("the session expired or was deleted")
+    stored, version, _ = row
+    return merge_changes(stored, changed, removed), version
 
 
 def _read(
