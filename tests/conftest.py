@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -69,3 +70,29 @@ def postgres_url() -> str:
 def unique() -> str:
     """A short unique token for names on shared servers (topics, databases, buckets)."""
     return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="session")
+def scratch_database(postgres_url: str) -> Iterator[Callable[[str], str]]:
+    """``scratch_database("ledger")``: the URL of a PostgreSQL database private to this test
+    run (the adapter under test creates it, e.g. with ``create_database=True``). Every
+    database handed out is dropped at the end of the run."""
+    names: list[str] = []
+
+    def make(label: str) -> str:
+        name = f"scalecore_test_{label}_{uuid.uuid4().hex[:10]}"
+        names.append(name)
+        return f"{postgres_url}/{name}"
+
+    yield make
+    if not names:
+        return
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(f"{postgres_url}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for name in names:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()

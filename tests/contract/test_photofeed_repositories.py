@@ -32,7 +32,6 @@ from adapters.photofeed.photos.sql import SqlPhotoRepository
 from adapters.photofeed.schema import METADATA
 from adapters.photofeed.users.memory import MemoryUserRepository
 from adapters.photofeed.users.sql import SqlUserRepository
-from adapters.sql.engine import make_engine
 from adapters.sql.shards import Databases
 from scalecore.capabilities import Capability
 from scalecore.crdt import LWWElementSet
@@ -93,19 +92,13 @@ def sql_repos(databases: Databases) -> Repos:
 
 
 @pytest.fixture(scope="module")
-def postgres_shards(postgres_url: str) -> Iterator[list[str]]:
-    """URLs of three fresh PostgreSQL databases for this module, dropped at its end."""
-    names = [f"scalecore_pf_{uuid.uuid4().hex[:10]}_{i}" for i in range(SHARDS)]
-    urls = [f"{postgres_url}/{name}" for name in names]
+def postgres_shards(scratch_database: Callable[[str], str]) -> list[str]:
+    """URLs of three fresh PostgreSQL databases for this module, dropped after the run."""
+    urls = [scratch_database(f"pf{i}") for i in range(SHARDS)]
     databases = Databases(metadata=METADATA, shards=urls, create_databases=True)
     databases.create_schema()
     databases.dispose()
-    yield urls
-    admin = make_engine(f"{postgres_url}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        for name in names:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    return urls
 
 
 MakeRepos = Callable[[], Repos]

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -94,16 +93,9 @@ PARAMS = [
 
 
 @pytest.fixture(scope="session")
-def sessions_postgres_url(postgres_url: str) -> Iterator[str]:
+def sessions_postgres_url(scratch_database: Callable[[str], str]) -> str:
     """A PostgreSQL database of its own for this test run, dropped afterwards."""
-    name = f"scalecore_test_sessions_{uuid.uuid4().hex[:8]}"
-    yield f"{postgres_url}/{name}"
-    admin = sa.create_engine(f"{postgres_url}/postgres", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
+    return scratch_database("sessions")
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ merged at read time). Runs on three SQLite shard files, and on three PostgreSQL 
 from __future__ import annotations
 
 import io
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from adapters.photofeed.photos.sql import SqlPhotoRepository
 from adapters.photofeed.schema import METADATA
 from adapters.photofeed.users.sql import SqlUserRepository
 from adapters.sessions.memory import MemorySessionStore
-from adapters.sql.engine import make_engine
 from adapters.sql.shards import Databases
 from scalecore.clock import ManualClock
 from scalecore.cron import Scheduler
@@ -92,9 +90,8 @@ class Stack:
 def shard_urls(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> list[str]:
     if backend == "sqlite":
         return [f"sqlite:///{tmp_path}/shard-{i}.db" for i in range(SHARDS)]
-    server: str = request.getfixturevalue("postgres_url")
-    prefix = f"scalecore_pf_flow_{uuid.uuid4().hex[:8]}"
-    return [f"{server}/{prefix}_{i}" for i in range(SHARDS)]
+    scratch_database = request.getfixturevalue("scratch_database")
+    return [scratch_database(f"flow{i}") for i in range(SHARDS)]
 
 
 @pytest.fixture(
@@ -109,7 +106,7 @@ def shard_urls(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> 
 def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """Build the service over fresh SQL shards; every stack is torn down afterwards."""
     backend, mode = request.param
-    built: list[tuple[Stack, list[str]]] = []
+    built: list[Stack] = []
 
     def make(**settings: Any) -> Stack:
         urls = shard_urls(request, tmp_path / str(len(built)), backend)
@@ -141,21 +138,13 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         FeedWorker(service).attach(bus)
         bus.start()
         stack = Stack(service, bus, blobs, clock, databases, tmp_path)
-        built.append((stack, urls))
+        built.append(stack)
         return stack
 
     yield make
-    for stack, urls in built:
+    for stack in built:  # scratch databases are dropped at the end of the run
         stack.bus.close()
         stack.databases.dispose()
-        if backend == "postgres":
-            server = urls[0].rsplit("/", 1)[0]
-            admin = make_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                for url in urls:
-                    name = url.rsplit("/", 1)[1]
-                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            admin.dispose()
 
 
 def test_sign_up_follow_upload_feed_delete_unfollow(make_stack: Any) -> None:

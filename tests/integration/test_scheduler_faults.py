@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,19 +25,15 @@ from _scheduler_proc import RUNS  # noqa: E402
 
 
 @pytest.fixture
-def ledger_url(postgres_url: str, unique: str) -> Iterator[str]:
-    url = f"{postgres_url}/scalecore_test_cron_{unique}"
+def ledger_url(scratch_database: Callable[[str], str]) -> str:
+    url = scratch_database("cron")
     engine = make_engine(url, create_database=True)
     ledger = SqlJobLedger(url=url)
     ledger.create_schema()
     ledger.close()
     RUNS.metadata.create_all(engine)
     engine.dispose()
-    yield url
-    admin = sa.create_engine(f"{postgres_url}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS scalecore_test_cron_{unique} WITH (FORCE)")
-    admin.dispose()
+    return url
 
 
 def spawn(url: str, owner: str, seconds: float, job: str, *extra: str) -> subprocess.Popen[bytes]:
