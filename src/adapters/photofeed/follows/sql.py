@@ -63,81 +63,60 @@ class SqlFollowRepository(FollowRepository):
     # -- writes ------------------------------------------------------------------------
 
     def record_follower(self, edge: FollowEdge) -> FollowEdge:
-        key = (_in.c.user_id == edge.followee_id, _in.c.follower_id == edge.follower_id)
-        with self._db.unit_of_work(shard=self._shard(edge.followee_id)) as conn:
-            row = _locked(conn, _in, key)
+        return self._record(edge, follower_side=False)
+
+    def record_following(self, edge: FollowEdge) -> FollowEdge:
+        return self._record(edge, follower_side=True)
+
+    def _record(self, edge: FollowEdge, *, follower_side: bool) -> FollowEdge:
+        """Merge ``edge`` into one side: the follower's (``_out``, its following count) or
+        the followee's (``_in``, its follower count, marked unsettled when it changes)."""
+        if follower_side:
+            table, owner, other, other_id = _out, edge.follower_id, "followee_id", edge.followee_id
+        else:
+            table, owner, other, other_id = _in, edge.followee_id, "follower_id", edge.follower_id
+        unsettled: dict[str, bool] = {}
+        key = (table.c.user_id == owner, table.c[other] == other_id)
+        with self._db.unit_of_work(shard=self._shard(owner)) as conn:
+            row = _locked(conn, table, key)
             if row is None:
-                empty = FollowEdge(edge.follower_id, edge.followee_id)
+                if not follower_side:
+                    unsettled = {
+                        "unsettled": edge != FollowEdge(edge.follower_id, edge.followee_id)
+                    }
                 inserted = conn.execute(
-                    upsert(conn, _in)
+                    upsert(conn, table)
                     .values(
-                        user_id=edge.followee_id,
-                        follower_id=edge.follower_id,
+                        user_id=owner,
                         followed_at=edge.followed_at,
                         unfollowed_at=edge.unfollowed_at,
-                        unsettled=edge != empty,
                         changed_at=edge.changed_at,
+                        **{other: other_id},
+                        **unsettled,
                     )
-                    .on_conflict_do_nothing(index_elements=["user_id", "follower_id"])
-                    .returning(_in.c.user_id)
+                    .on_conflict_do_nothing(index_elements=["user_id", other])
+                    .returning(table.c.user_id)
                 ).first()
                 # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT.
                 if inserted is not None:
-                    _bump(conn, edge.followee_id, followers=int(edge.active))
+                    _bump_side(conn, owner, follower_side, int(edge.active))
                     return edge
-                row = _locked(conn, _in, key)  # a concurrent writer inserted it first
+                row = _locked(conn, table, key)  # a concurrent writer inserted it first
                 assert row is not None
             base = _edge(row, edge.follower_id, edge.followee_id)
             merged = base.merge(edge)
             if merged != base:
                 conn.execute(
-                    _in.update()
-                    .where(*key)
-                    .values(
-                        followed_at=merged.followed_at,
-                        unfollowed_at=merged.unfollowed_at,
-                        unsettled=True,
-                        changed_at=max(row.changed_at, edge.changed_at),
-                    )
-                )
-                _bump(conn, edge.followee_id, followers=int(merged.active) - int(base.active))
-        return merged
-
-    def record_following(self, edge: FollowEdge) -> FollowEdge:
-        key = (_out.c.user_id == edge.follower_id, _out.c.followee_id == edge.followee_id)
-        with self._db.unit_of_work(shard=self._shard(edge.follower_id)) as conn:
-            row = _locked(conn, _out, key)
-            if row is None:
-                inserted = conn.execute(
-                    upsert(conn, _out)
-                    .values(
-                        user_id=edge.follower_id,
-                        followee_id=edge.followee_id,
-                        followed_at=edge.followed_at,
-                        unfollowed_at=edge.unfollowed_at,
-                        changed_at=edge.changed_at,
-                    )
-                    .on_conflict_do_nothing(index_elements=["user_id", "followee_id"])
-                    .returning(_out.c.user_id)
-                ).first()
-                if inserted is not None:
-                    _bump(conn, edge.follower_id, following=int(edge.active))
-                    return edge
-                row = _locked(conn, _out, key)
-                assert row is not None
-            base = _edge(row, edge.follower_id, edge.followee_id)
-            merged = base.merge(edge)
-            if merged != base:
-                conn.execute(
-                    _out.update()
+                    table.update()
                     .where(*key)
                     .values(
                         followed_at=merged.followed_at,
                         unfollowed_at=merged.unfollowed_at,
                         changed_at=max(row.changed_at, edge.changed_at),
+                        **({} if follower_side else {"unsettled": True}),
                     )
                 )
-                _bump(conn, edge.follower_id, following=int(merged.active) - int(base.active))
+                _bump_side(conn, owner, follower_side, int(merged.active) - int(base.active))
         return merged
 
     def settle(self, edge: FollowEdge) -> bool:
@@ -245,6 +224,15 @@ def _locked(conn: sa.Connection, table: sa.Table, key: tuple[Any, ...]) -> Any:
 
 def _edge(row: Any, follower_id: str, followee_id: str) -> FollowEdge:
     return FollowEdge(follower_id, followee_id, row.followed_at, row.unfollowed_at)
+
+
+def _bump_side(conn: sa.Connection, user_id: str, follower_side: bool, delta: int) -> None:
+    """Add ``delta`` to the count that side keeps: following (follower's), followers
+    (followee's)."""
+    if follower_side:
+        _bump(conn, user_id, following=delta)
+    else:
+        _bump(conn, user_id, followers=delta)
 
 
 def _bump(conn: sa.Connection, user_id: str, *, followers: int = 0, following: int = 0) -> None:
