@@ -240,11 +240,16 @@ def check(config_path: str | None) -> None:
     """Connect to every configured backend and report; exit 1 if any fails.
 
     In a deployment declared multi-node, also name every setting that keeps state on one
-    server, and fail if there is any.
+    server, and fail if there is any. A read-only deployment is noted (not a failure).
     """
     settings = _settings(config_path)
     validate_settings(settings, forbid_puppies=False)
     failures = 0
+    if settings.read_only:  # on purpose, so no failure: a note, and /readyz stays 200
+        click.echo(
+            "note  read-only: deployment.read_only is true; the web app answers writes with "
+            "503 and Retry-After, the worker, relay and scheduler stand by"
+        )
     if settings.multi_node:
         for problem in puppy_settings(settings):
             click.echo(f"FAIL  multi-node: {problem}")

@@ -7,6 +7,8 @@ The file has one table per port plus ``[deployment]``, ``[database]``, ``[web]``
     name = "laptop"
     multi_node = false          # true: every port must be SHARED (no puppy servers)
     data_dir = "var"            # where embedded backends keep their files
+    read_only = false           # true: the web app serves reads and answers writes with 503;
+                                # the worker, relay and scheduler stand by (a data move)
 
     [cache]
     backend = "memory"          # the adapter's name in the registry
@@ -79,6 +81,7 @@ _DEPLOYMENT_KEYS: Mapping[str, type | tuple[type, ...]] = {
     "name": str,
     "multi_node": bool,
     "data_dir": str,
+    "read_only": bool,
 }
 #: [web] keys, their types and defaults.
 WEB_DEFAULTS: Mapping[str, Any] = {
@@ -118,6 +121,11 @@ class Settings:
     @property
     def multi_node(self) -> bool:
         return bool(self.data["deployment"]["multi_node"])
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the deployment is switched to read-only (``[deployment] read_only``)."""
+        return bool(self.data["deployment"]["read_only"])
 
     def port(self, name: str) -> tuple[str, dict[str, Any]]:
         """Return (backend, adapter options) of a port section."""
@@ -226,6 +234,7 @@ def _with_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
     deployment.setdefault("name", "default")
     deployment.setdefault("multi_node", False)
     deployment.setdefault("data_dir", "var")
+    deployment.setdefault("read_only", False)
     data_dir = deployment["data_dir"]
     for port, backend in PORT_SECTIONS.items():
         section = data.setdefault(port, {})

@@ -10,6 +10,12 @@
 
 Every runner stops gracefully on SIGTERM or SIGINT: it stops taking work, lets work in
 flight finish (bounded by a timeout), closes its adapters and returns.
+
+On a read-only deployment (``[deployment] read_only = true``) nothing writes while the data
+is moved: the web app serves reads and refuses writes; the feed worker does not consume
+(events wait in the broker), the outbox relay and the cron jobs do not run (unsent events
+stay unsent, no slot is claimed). ``scalecore worker`` and ``scalecore scheduler`` stand by
+(serving their ops endpoints) until stopped; each says so in a log line.
 """
 
 from __future__ import annotations
@@ -206,6 +212,36 @@ def ops_endpoints(
         thread.join(STOP_TIMEOUT)
 
 
+def _log_read_only(part: str) -> None:
+    _log.warning(
+        "read-only deployment ([deployment] read_only = true): %s stand by", _READ_ONLY_PARTS[part]
+    )
+
+
+def _stand_by(
+    settings: Settings, part: str, echo: Callable[[str], None], metrics_bind: str | None
+) -> None:
+    """Do nothing but serve the ops endpoints until SIGTERM or SIGINT (read-only mode)."""
+    container = create_container(settings)
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        try:
+            with ops_endpoints(container, metrics_bind, echo):
+                _log_read_only(part)
+                echo(f"scalecore {part}: read-only deployment, standing by until stopped")
+                stop.wait()
+        finally:
+            close_adapters(container)
+    echo(f"scalecore {part}: stopped")
+
+
+_READ_ONLY_PARTS = {
+    "worker": "the feed worker (no consuming) and the outbox relay",
+    "scheduler": "the cron jobs (no slot claimed)",
+    "run": "the feed worker, the outbox relay and the cron jobs",
+}
+
+
 def _start_consumers(container: Container) -> Any:
     bus = container.bus()
     container.feed_worker().attach(bus)
@@ -232,17 +268,22 @@ def run_all(settings: Settings, host: str, port: int, *, echo: Callable[[str], N
             create_tables(container)
             server = _serve(create_app(container), host, port)
             declare_topology(container)
-            bus = _start_consumers(container)
-            relay = container.outbox_relay()
-            scheduler = _scheduler(container)
-            threads.append(_thread("outbox-relay", lambda: relay_forever(relay, stop)))
-            threads.append(
-                _thread("scheduler", lambda: scheduler.run_forever(stop, SCHEDULER_POLL))
-            )
+            parts = "web, feed worker, outbox relay, scheduler"
+            if settings.read_only:
+                _log_read_only("run")
+                parts = "web, read-only: writes get 503; worker, relay and scheduler stand by"
+            else:
+                bus = _start_consumers(container)
+                relay = container.outbox_relay()
+                scheduler = _scheduler(container)
+                threads.append(_thread("outbox-relay", lambda: relay_forever(relay, stop)))
+                threads.append(
+                    _thread("scheduler", lambda: scheduler.run_forever(stop, SCHEDULER_POLL))
+                )
             web_thread = _thread("web", server.serve_forever)
             echo(
                 f"scalecore: serving http://{host}:{server.server_address[1]} "
-                "(web, feed worker, outbox relay, scheduler); Ctrl-C stops"
+                f"({parts}); Ctrl-C stops"
             )
             while not stop.is_set() and web_thread.is_alive():
                 stop.wait(0.5)
@@ -272,6 +313,8 @@ def run_worker(
     /metrics there.
     """
     configure_logging()
+    if settings.read_only:
+        return _stand_by(settings, "worker", echo, metrics_bind)
     container = create_container(settings)
     for problem in apart_warnings(settings, "worker"):
         warn(problem)
@@ -309,6 +352,8 @@ def run_scheduler(
     With ``metrics_bind`` (HOST:PORT), also serve /healthz, /readyz and /metrics there.
     """
     configure_logging()
+    if settings.read_only:
+        return _stand_by(settings, "scheduler", echo, metrics_bind)
     container = create_container(settings)
     for problem in apart_warnings(settings, "scheduler"):
         warn(problem)

@@ -17,6 +17,8 @@
     │   └── LeaseLost               a lease or claim is no longer held by its owner
     ├── UnsupportedOperation        the adapter does not declare the capability asked for
     └── BackendUnavailable          a server could not be reached or failed; retryable
+        └── ReadOnly                the deployment refuses writes for now (a data move);
+                                    ``retry_after`` says when to try again
 
 Adapters translate their driver's exceptions into this tree at the edge (``raise ... from
 exc``), so no boto3, pika, pymemcache or SQLAlchemy exception reaches a caller.
@@ -35,6 +37,7 @@ __all__ = [
     "MissingDriverError",
     "NotFound",
     "PermissionDenied",
+    "ReadOnly",
     "ScalecoreError",
     "TooLarge",
     "UnsupportedMediaType",
@@ -107,3 +110,14 @@ class UnsupportedOperation(ScalecoreError):
 
 class BackendUnavailable(ScalecoreError):
     """A backing server is unreachable or failed mid-request. Retrying may succeed."""
+
+
+class ReadOnly(BackendUnavailable):
+    """The deployment is switched to read-only (``[deployment] read_only``): reads are
+    served, this write was refused before anything changed. Retrying after
+    ``retry_after`` seconds may succeed, once the switch is off again.
+    """
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)

@@ -21,6 +21,7 @@ from entrypoints.web.media import media
 from entrypoints.web.metrics import Registry, install_metrics
 from entrypoints.web.pages import pages
 from entrypoints.web.presenters import iso_time, media_url
+from entrypoints.web.readonly import install_read_only
 from entrypoints.web.sessions import install_sessions
 from entrypoints.web.state import ServiceContainer, WebState, attach
 
@@ -51,6 +52,7 @@ def create_app(container: ServiceContainer) -> Flask:
     cannot run on.
     """
     app = _base_app(container)
+    install_read_only(app, bool(container.settings().read_only))
     install_sessions(app)
     app.register_blueprint(api)
     app.register_blueprint(media)
@@ -83,6 +85,7 @@ def _base_app(container: ServiceContainer) -> Flask:
         metrics=registry,
         max_upload_bytes=max_upload,
         readiness=dict(container.readiness()),
+        read_only=bool(settings.read_only),
     )
     app = Flask(
         "entrypoints",

@@ -11,12 +11,14 @@ The scalecore error tree maps to statuses here and nowhere else::
     Conflict                409 conflict
     UnsupportedOperation    501 unsupported_operation
     BackendUnavailable      503 backend_unavailable
+      ReadOnly              503 read_only       (the deployment is read-only for now)
     anything else           500 internal_error (logged; the message says nothing more)
 
 Flask's and Werkzeug's own HTTP errors (unknown route 404, wrong method 405, body over
 ``MAX_CONTENT_LENGTH`` 413, unparsable request 400) take the same shape. JSON clients (every
 path under ``/api``, ``/media``, the health and metrics endpoints, and any client that
 prefers JSON) get ``{"error": {"code": str, "message": str}}``; browsers get an HTML page.
+An error that carries ``retry_after`` seconds (``ReadOnly``) adds a ``Retry-After`` header.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from scalecore.errors import (
     InvalidKey,
     NotFound,
     PermissionDenied,
+    ReadOnly,
     ScalecoreError,
     TooLarge,
     UnsupportedMediaType,
@@ -56,6 +59,7 @@ _STATUSES: tuple[tuple[type[ScalecoreError], int, str], ...] = (
     (NotFound, 404, "not_found"),
     (Conflict, 409, "conflict"),
     (UnsupportedOperation, 501, "unsupported_operation"),
+    (ReadOnly, 503, "read_only"),
     (BackendUnavailable, 503, "backend_unavailable"),
 )
 
@@ -117,10 +121,13 @@ def _scalecore_error(error: ScalecoreError) -> Response:
     if status >= 500 and status != 503:
         _log.error("unexpected %s on %s %s", type(error).__name__, request.method, request.path)
         return error_response(status, code, "internal error")
-    if status == 503:
+    if status == 503 and not isinstance(error, ReadOnly):  # a refusal by design is no outage
         _log.warning("backend unavailable on %s %s: %s", request.method, request.path, error)
     message = " ".join(str(error).split()) or code.replace("_", " ")
     response = error_response(status, code, message)
+    retry_after = getattr(error, "retry_after", None)
+    if isinstance(retry_after, int) and not isinstance(retry_after, bool):
+        response.headers["Retry-After"] = str(retry_after)
     if status == 401 and request.path.startswith("/api/"):
         response.headers["WWW-Authenticate"] = 'Cookie realm="scalecore", cookie="sc_session"'
     return response

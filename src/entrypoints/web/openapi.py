@@ -36,6 +36,21 @@ _E403_CSRF = {"403": _error("Missing or wrong X-CSRF-Token (csrf_failed)")}
 _E404 = {"404": _error("Not found")}
 _E415_JSON = {"415": _error("The body is not application/json")}
 _E503 = {"503": _error("A backend is unavailable; retry later")}
+#: For the operations that change state: also refused while the deployment is read-only.
+_E503_WRITE = {
+    "503": {
+        **_error(
+            "A backend is unavailable, or the deployment is read-only for maintenance "
+            "(code read_only, nothing changed); retry after Retry-After seconds"
+        ),
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before retrying (sent with read_only)",
+                "schema": {"type": "integer", "minimum": 0},
+            }
+        },
+    }
+}
 
 _USERNAME = {
     "name": "username",
@@ -73,7 +88,7 @@ _DOCUMENT: dict[str, Any] = {
                     **_E400,
                     "409": _error("The username is taken"),
                     **_E415_JSON,
-                    **_E503,
+                    **_E503_WRITE,
                 },
             }
         },
@@ -91,7 +106,7 @@ _DOCUMENT: dict[str, Any] = {
                     "401": _error("Wrong username or password"),
                     "403": _error("Sent with a live session but without its CSRF token"),
                     **_E415_JSON,
-                    **_E503,
+                    **_E503_WRITE,
                 },
             },
             "delete": {
@@ -121,7 +136,7 @@ _DOCUMENT: dict[str, Any] = {
                     **_E401,
                     **_E403_CSRF,
                     **_E404,
-                    **_E503,
+                    **_E503_WRITE,
                 },
             },
             "delete": {
@@ -133,7 +148,7 @@ _DOCUMENT: dict[str, Any] = {
                     **_E401,
                     **_E403_CSRF,
                     **_E404,
-                    **_E503,
+                    **_E503_WRITE,
                 },
             },
         },
@@ -164,7 +179,7 @@ _DOCUMENT: dict[str, Any] = {
                     **_E403_CSRF,
                     "413": _error("Larger than the configured upload limit"),
                     "415": _error("Not an image, or not multipart/form-data"),
-                    **_E503,
+                    **_E503_WRITE,
                 },
             }
         },
@@ -184,7 +199,7 @@ _DOCUMENT: dict[str, Any] = {
                     **_E401,
                     "403": _error("Not your photo (permission_denied), or no CSRF token"),
                     **_E404,
-                    **_E503,
+                    **_E503_WRITE,
                 },
             },
         },

@@ -19,6 +19,9 @@ Promises:
   JSON requests without a session need ``Content-Type: application/json``, which a
   cross-site form cannot send.
 * Session ids never appear in logs or error messages.
+* On a read-only deployment (``[deployment] read_only``) nothing is written to the store:
+  sessions are read, never saved or refreshed, and logging out only clears the cookie
+  (the record expires on its own), so the store holds still while it is being moved.
 """
 
 from __future__ import annotations
@@ -137,7 +140,7 @@ def log_in(user_id: str) -> str:
 def log_out() -> None:
     """Delete the session from the store and clear the cookie. Idempotent."""
     session = _current_session()
-    if session is not None:
+    if session is not None and not state().read_only:
         state().sessions.delete(session.id)
     g.sc_session = None
     g.sc_cookie_action = "clear"
@@ -229,7 +232,8 @@ def _save_session(response: Response) -> Response:
     web_state = state()
     session = _current_session()
     action = g.get("sc_cookie_action")
-    if session is not None and (session.modified or _needs_touch(session)):
+    frozen = web_state.read_only  # a store being moved is not written
+    if session is not None and not frozen and (session.modified or _needs_touch(session)):
         try:
             web_state.sessions.save(session)
         except NotFound:

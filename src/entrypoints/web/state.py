@@ -68,6 +68,8 @@ class WebState:
     metrics: Registry
     max_upload_bytes: int
     readiness: dict[str, Callable[[], None]]
+    #: ``[deployment] read_only``: writes are refused and sessions are not written.
+    read_only: bool = False
 
     @property
     def secure_cookies(self) -> bool:
