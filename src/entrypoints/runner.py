@@ -314,7 +314,8 @@ def run_worker(
     """
     configure_logging()
     if settings.read_only:
-        return _stand_by(settings, "worker", echo, metrics_bind)
+        _stand_by(settings, "worker", echo, metrics_bind)
+        return
     container = create_container(settings)
     for problem in apart_warnings(settings, "worker"):
         warn(problem)
@@ -353,7 +354,8 @@ def run_scheduler(
     """
     configure_logging()
     if settings.read_only:
-        return _stand_by(settings, "scheduler", echo, metrics_bind)
+        _stand_by(settings, "scheduler", echo, metrics_bind)
+        return
     container = create_container(settings)
     for problem in apart_warnings(settings, "scheduler"):
         warn(problem)

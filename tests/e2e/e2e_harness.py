@@ -120,17 +120,24 @@ def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[
         return subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
 
 
-def start_embedded(workdir: Path) -> Deployment:
-    """``scalecore run`` on the embedded defaults in a temp data_dir: one process."""
+def start_embedded(
+    workdir: Path, *, extra_config: str = "", env: dict[str, str] | None = None
+) -> Deployment:
+    """``scalecore run`` on the embedded defaults in a temp data_dir: one process.
+
+    ``extra_config`` is appended to its config file (tables other than ``[deployment]``
+    and ``[photofeed]``); ``env`` adds ``SCALECORE_*`` overrides. Started again on the same
+    ``workdir``, it serves the same data.
+    """
     data_dir = workdir / "data"
     config = workdir / "scalecore.toml"
     config.write_text(
         f'[deployment]\ndata_dir = "{data_dir}"\n\n'
-        f"[photofeed]\nmax_upload_bytes = {MAX_UPLOAD_BYTES}\n"
+        f"[photofeed]\nmax_upload_bytes = {MAX_UPLOAD_BYTES}\n{extra_config}"
     )
     port = free_port()
     log = workdir / "run.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCALECORE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCALECORE_")} | (env or {})
     process = _spawn(
         [
             sys.executable,

@@ -33,7 +33,9 @@ def test_read_only_defaults_to_false() -> None:
 def test_read_only_from_the_file_and_from_the_environment(tmp_path: Path) -> None:
     on = write(tmp_path, "read_only = true\n")
     assert load_settings(on, environ={}).read_only is True
-    assert load_settings(on, environ={"SCALECORE_DEPLOYMENT__READ_ONLY": "false"}).read_only is False
+    assert (
+        load_settings(on, environ={"SCALECORE_DEPLOYMENT__READ_ONLY": "false"}).read_only is False
+    )
     off = write(tmp_path, "")
     assert load_settings(off, environ={"SCALECORE_DEPLOYMENT__READ_ONLY": "true"}).read_only is True
 

@@ -94,7 +94,8 @@ def site(tmp_path: Path) -> Site:
     web = Web(tmp_path)
     ada, ada_token, bob, bob_token, photo = populate(web)
     ada_session, bob_session = session_cookie(ada), session_cookie(bob)
-    assert ada_session and bob_session
+    assert ada_session
+    assert bob_session
     return Site(
         web=web,
         app=read_only_app(web, tmp_path),
@@ -329,9 +330,8 @@ def test_openapi_lists_503_with_retry_after_for_exactly_the_refused_writes(site:
             )
             refused = response.status_code == 503
             described = operation["responses"].get("503", {})
-            assert ("Retry-After" in described.get("headers", {})) == refused, (
-                operation["operationId"]
-            )
+            name = operation["operationId"]
+            assert ("Retry-After" in described.get("headers", {})) == refused, name
             if refused:
                 assert "read-only" in described["description"]
                 assert_read_only_json(response)
