@@ -169,7 +169,11 @@ def _parse_bind(value: str) -> str:
 def web(
     config_path: str | None, bind: str | None, workers: int | None, threads: int | None
 ) -> None:
-    """Run the web app under gunicorn; every worker builds its own connections."""
+    """Run the web app under gunicorn; every worker builds its own connections.
+
+    SIGHUP restarts the workers one generation at a time, on the config file read again
+    and the code installed now, without refusing a request.
+    """
     from entrypoints.runner import run_web
 
     settings = _settings(config_path)
@@ -179,6 +183,8 @@ def web(
         workers=workers or int(settings.web["workers"]),
         threads=threads or int(settings.web["threads"]),
         warn=_warn,
+        echo=click.echo,
+        reload_settings=lambda: _settings(config_path),
     )
 
 

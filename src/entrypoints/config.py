@@ -1,7 +1,7 @@
 """Settings: a TOML file, environment overrides of single keys, and the embedded defaults.
 
-The file has one table per port plus ``[deployment]``, ``[database]``, ``[web]`` and
-``[photofeed]``::
+The file has one table per port plus ``[deployment]``, ``[database]``, ``[web]``,
+``[logging]`` and ``[photofeed]``::
 
     [deployment]
     name = "laptop"
@@ -22,6 +22,10 @@ The file has one table per port plus ``[deployment]``, ``[database]``, ``[web]``
     bind = "127.0.0.1:8000"     # `scalecore web` listens here ...
     workers = 2                 # ... with this many gunicorn worker processes
     threads = 4                 # ... of this many threads each
+
+    [logging]
+    format = "text"             # "json": one JSON object per line (see entrypoints.logs)
+    level = "info"              # debug, info, warning or error
 
     [photofeed]
     repositories = "sql"        # "sql" (on [database]) or "memory" (one process, tests)
@@ -57,6 +61,9 @@ from scalecore.errors import ConfigError
 
 __all__ = [
     "ENV_PREFIX",
+    "LOGGING_DEFAULTS",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
     "PORT_SECTIONS",
     "WEB_DEFAULTS",
     "Settings",
@@ -92,6 +99,10 @@ WEB_DEFAULTS: Mapping[str, Any] = {
     "workers": 2,
     "threads": 4,
 }
+#: [logging] keys and their defaults; the values each may take.
+LOGGING_DEFAULTS: Mapping[str, str] = {"format": "text", "level": "info"}
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 #: The longest signed media URL lifetime (a week, as S3 allows).
 MAX_MEDIA_URL_EXPIRES = 7 * 24 * 3600
 
@@ -104,7 +115,7 @@ PHOTOFEED_ADAPTERS = ("password_hasher", "images")
 
 _DATABASE_KEYS = frozenset({"strategy", "shards", "pins", "create_databases", "stores"})
 _STRATEGIES = ("modulo", "jump", "directory")
-_SECTIONS = frozenset({"deployment", "database", "web", "photofeed", *PORT_SECTIONS})
+_SECTIONS = frozenset({"deployment", "database", "web", "logging", "photofeed", *PORT_SECTIONS})
 
 
 @attrs.frozen
@@ -132,6 +143,12 @@ class Settings:
         section = dict(self.data[name])
         backend = section.pop("backend")
         return backend, section
+
+    @property
+    def logging(self) -> Mapping[str, Any]:
+        """The validated ``[logging]`` table, defaults filled in."""
+        section: Mapping[str, Any] = self.data["logging"]
+        return section
 
     @property
     def web(self) -> Mapping[str, Any]:
@@ -249,6 +266,9 @@ def _with_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
     web = data.setdefault("web", {})
     for key, value in WEB_DEFAULTS.items():
         web.setdefault(key, value)
+    logging_section = data.setdefault("logging", {})
+    for key, value in LOGGING_DEFAULTS.items():
+        logging_section.setdefault(key, value)
     data.setdefault("photofeed", {}).setdefault("repositories", "sql")
     return data
 
@@ -277,6 +297,7 @@ def _validate(data: Mapping[str, Any]) -> None:
         raise ConfigError("must not be empty", key="deployment.data_dir")
     _validate_database(data["database"], "database")
     _validate_web(data["web"])
+    _validate_logging(data["logging"])
     _validate_photofeed(data["photofeed"])
 
 
@@ -300,6 +321,15 @@ def _validate_web(web: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"must look like HOST:PORT, e.g. 127.0.0.1:8000, got {web['bind']!r}", key="web.bind"
         )
+
+
+def _validate_logging(section: Mapping[str, Any]) -> None:
+    _check_keys(section, LOGGING_DEFAULTS.keys(), "logging")
+    for key, allowed in (("format", LOG_FORMATS), ("level", LOG_LEVELS)):
+        if section[key] not in allowed:
+            raise ConfigError(
+                f"must be one of {', '.join(allowed)}, got {section[key]!r}", key=f"logging.{key}"
+            )
 
 
 def _validate_photofeed(section: Mapping[str, Any]) -> None:

@@ -21,6 +21,7 @@ stay unsent, no slot is claimed). ``scalecore worker`` and ``scalecore scheduler
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
@@ -53,11 +54,17 @@ SCHEDULER_POLL = 1.0
 STOP_TIMEOUT = 10.0
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Log lines with time, level and logger to stderr (once per process)."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(settings: Settings | None = None) -> None:
+    """Log lines to stderr as ``[logging]`` says (text or JSON lines, with request ids)."""
+    from entrypoints.logs import configure_logging as configure
+
+    configure(settings.logging if settings is not None else None)
+
+
+def _single_process_metrics() -> None:
+    """A process that is not a gunicorn worker keeps its metrics in memory: a multiprocess
+    directory inherited from the environment is not its own."""
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
 
 @contextmanager
@@ -191,17 +198,18 @@ def _split_bind(bind: str) -> tuple[str, int]:
 
 @contextmanager
 def ops_endpoints(
-    container: Container, bind: str | None, echo: Callable[[str], None]
+    container: Container, bind: str | None, echo: Callable[[str], None], **sources: Any
 ) -> Iterator[None]:
     """Serve /healthz, /readyz and /metrics of this process on ``bind`` while the block
-    runs (nothing when ``bind`` is None)."""
+    runs (nothing when ``bind`` is None). ``sources`` go to ``create_ops_app``: what else
+    the metrics of this process show."""
     if bind is None:
         yield
         return
     from entrypoints.web import create_ops_app
 
     host, port = _split_bind(bind)
-    server = _serve(create_ops_app(container), host, port)
+    server = _serve(create_ops_app(container, **sources), host, port)
     thread = _thread("ops-http", server.serve_forever)
     echo(f"metrics: http://{host}:{server.server_address[1]}/metrics")
     try:
@@ -257,7 +265,8 @@ def run_all(settings: Settings, host: str, port: int, *, echo: Callable[[str], N
     """
     from entrypoints.web import create_app
 
-    configure_logging()
+    configure_logging(settings)
+    _single_process_metrics()
     container = create_container(settings)
     stop = threading.Event()
     threads: list[threading.Thread] = []
@@ -266,7 +275,9 @@ def run_all(settings: Settings, host: str, port: int, *, echo: Callable[[str], N
     with stop_on_signals(stop):
         try:
             create_tables(container)
-            server = _serve(create_app(container), host, port)
+            scheduler = _scheduler(container)
+            app = create_app(container, metrics=_worker_metrics(container, scheduler))
+            server = _serve(app, host, port)
             declare_topology(container)
             parts = "web, feed worker, outbox relay, scheduler"
             if settings.read_only:
@@ -275,7 +286,6 @@ def run_all(settings: Settings, host: str, port: int, *, echo: Callable[[str], N
             else:
                 bus = _start_consumers(container)
                 relay = container.outbox_relay()
-                scheduler = _scheduler(container)
                 threads.append(_thread("outbox-relay", lambda: relay_forever(relay, stop)))
                 threads.append(
                     _thread("scheduler", lambda: scheduler.run_forever(stop, SCHEDULER_POLL))
@@ -300,6 +310,21 @@ def run_all(settings: Settings, host: str, port: int, *, echo: Callable[[str], N
     echo("scalecore: stopped")
 
 
+def _worker_metrics(container: Container, scheduler: Any = None) -> dict[str, Any]:
+    """What the metrics of a process running the feed worker and the relay (and, with
+    ``scheduler``, the cron jobs) show beyond the web's."""
+    from entrypoints.container import service_topology
+
+    sources: dict[str, Any] = {
+        "queues": tuple(service_topology()),
+        "outbox": True,
+        "feed": container.feed_worker,
+    }
+    if scheduler is not None:
+        sources["cron"] = lambda: scheduler.stats
+    return sources
+
+
 def run_worker(
     settings: Settings,
     *,
@@ -312,7 +337,8 @@ def run_worker(
     With ``metrics_bind`` (HOST:PORT), also serve this process's /healthz, /readyz and
     /metrics there.
     """
-    configure_logging()
+    configure_logging(settings)
+    _single_process_metrics()
     if settings.read_only:
         _stand_by(settings, "worker", echo, metrics_bind)
         return
@@ -328,7 +354,7 @@ def run_worker(
             bus = _start_consumers(container)
             relay = container.outbox_relay()
             relay_thread = _thread("outbox-relay", lambda: relay_forever(relay, stop))
-            with ops_endpoints(container, metrics_bind, echo):
+            with ops_endpoints(container, metrics_bind, echo, **_worker_metrics(container)):
                 echo("scalecore worker: consuming (feed fan-out) and relaying the outbox")
                 stop.wait()
         finally:
@@ -352,7 +378,8 @@ def run_scheduler(
 
     With ``metrics_bind`` (HOST:PORT), also serve /healthz, /readyz and /metrics there.
     """
-    configure_logging()
+    configure_logging(settings)
+    _single_process_metrics()
     if settings.read_only:
         _stand_by(settings, "scheduler", echo, metrics_bind)
         return
@@ -364,7 +391,7 @@ def run_scheduler(
         try:
             scheduler = _scheduler(container)
             names = ", ".join(f"{job.name} ({job.schedule})" for job in scheduler.jobs)
-            with ops_endpoints(container, metrics_bind, echo):
+            with ops_endpoints(container, metrics_bind, echo, cron=lambda: scheduler.stats):
                 echo(f"scalecore scheduler: {names or 'no jobs'}")
                 scheduler.run_forever(stop, SCHEDULER_POLL)  # a pass in progress finishes
         finally:
@@ -379,26 +406,56 @@ def run_web(
     workers: int,
     threads: int,
     warn: Callable[[str], None],
+    echo: Callable[[str], None] = print,
+    reload_settings: Callable[[], Settings] | None = None,
 ) -> None:
     """Serve the web app with gunicorn (``gthread`` workers) until SIGTERM or SIGINT.
 
     The settings are validated here, in the master; each worker process builds its own
     container and app after the fork (gunicorn's default, ``preload_app`` off).
+
+    SIGHUP is a rolling restart: the master reads the config again (``reload_settings``)
+    and, if it is valid, starts new workers on it (and on the code now installed) while
+    the old ones finish the requests they hold; the listening socket stays open
+    throughout, so no request is refused. A config that does not validate is logged and
+    the workers keep the previous one. ``bind``, ``workers`` and ``threads`` stay as
+    started (TTIN and TTOU add and remove a worker).
+
+    The instance keeps its files (the workers' metrics, gunicorn's control socket) in a
+    runtime directory of its own (:mod:`entrypoints.webruntime`), removed at exit.
     """
     try:
         from gunicorn.app.base import BaseApplication
+        from gunicorn.glogging import Logger as GunicornLogger
     except ModuleNotFoundError:
         raise ConfigError("`scalecore web` needs gunicorn: install scalecore[server]") from None
+    from entrypoints.logs import RequestIdFilter, make_formatter
+    from entrypoints.webruntime import WebRuntime
 
+    configure_logging(settings)
     create_container(settings)  # validate everything before forking; connects to nothing
     for problem in apart_warnings(settings, "web", workers=workers):
         warn(problem)
+    current = {"settings": settings}
+
+    class _Logger(GunicornLogger):  # type: ignore[misc]
+        # gunicorn's own lines (workers booting, exiting) in the format of every other.
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            log_format = current["settings"].logging["format"]
+            for handler in self.error_log.handlers:
+                handler.setFormatter(make_formatter(log_format, getattr(handler, "stream", None)))
+                handler.addFilter(RequestIdFilter())
 
     class _Gunicorn(BaseApplication):  # type: ignore[misc]
         # Set in each worker process by load(); the worker_exit hook closes it there.
         container: Container | None = None
 
         def load_config(self) -> None:
+            # Runs in the master at start and again on every SIGHUP.
+            if self.container is None and getattr(self, "_started", False):
+                self._reload_settings()
+            self._started = True
             options = {
                 "bind": [bind],
                 "workers": workers,
@@ -406,21 +463,39 @@ def run_web(
                 "worker_class": "gthread",
                 "preload_app": False,
                 "proc_name": "scalecore-web",
-                "accesslog": "-",
+                # Every request is logged by the app (with its request id): no second line.
+                "accesslog": None,
+                "logger_class": _Logger,
+                "loglevel": current["settings"].logging["level"],
                 "graceful_timeout": int(STOP_TIMEOUT),
                 "timeout": 60,
+                "control_socket": str(runtime.control_socket),
                 "worker_exit": self._worker_exit,
+                "child_exit": runtime.child_exit,
             }
             for key, value in options.items():
                 self.cfg.set(key, value)
+
+        def _reload_settings(self) -> None:
+            if reload_settings is None:
+                return
+            try:
+                fresh = reload_settings()
+                create_container(fresh)  # validates; connects to nothing
+            except ScalecoreError as exc:
+                _log.error("config reload failed, the workers keep the previous one: %s", exc)
+                return
+            current["settings"] = fresh
+            configure_logging(fresh)
+            _log.info("config reloaded: new workers start on it")
 
         def load(self) -> Any:
             # Runs in each worker after the fork: its own container, adapters and pools.
             from entrypoints.web import create_app
             from scalecore.capabilities import Capability
 
-            configure_logging()
-            container = create_container(settings)
+            configure_logging(current["settings"])
+            container = create_container(current["settings"])
             app = create_app(container)
             if Capability.SHARED in container.bus().capabilities:
                 # Queues exist before any worker consumes. (An in-process bus would only
@@ -433,4 +508,9 @@ def run_web(
             if self.container is not None:
                 close_adapters(self.container)
 
-    _Gunicorn().run()
+    runtime = WebRuntime.create()
+    echo(f"scalecore web: runtime files (worker metrics, control socket) in {runtime.root}")
+    try:
+        _Gunicorn().run()
+    finally:
+        runtime.remove()

@@ -35,7 +35,9 @@ import os
 import platform
 import re
 import secrets
+import threading
 from bisect import bisect_left, bisect_right
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -49,6 +51,7 @@ from scalecore.ports.ledger import Claim, JobLedger
 __all__ = [
     "CronJob",
     "CronSchedule",
+    "CronStats",
     "IntervalSchedule",
     "JobContext",
     "JobRun",
@@ -62,6 +65,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The most slots counted as missed in one step, should the clock jump far ahead.
+_MAX_MISSED_STEP = 10_000
 
 #: Longest job name; the SQL ledger stores names in a column of this size.
 MAX_JOB_NAME = 200
@@ -440,6 +446,44 @@ class RunReport:
         raise KeyError(job)
 
 
+class CronStats:
+    """Counters of one scheduler, safe to read from another thread (metrics).
+
+    ``runs`` counts, per (job, outcome), the passes in which this scheduler did something
+    with a job: ``ran``, ``failed``, ``lease_lost`` or ``error`` (``done`` and ``busy``,
+    which every poll sees, are not counted). ``missed`` counts, per job, the slots that
+    ended without being completed by anyone, as seen by this scheduler while it ran: the
+    job kept failing, the ledger was down, or the scheduler was too busy to look at the
+    slot at all. Slots before this scheduler started are not its business.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: Counter[tuple[str, str]] = Counter()
+        self._missed: Counter[str] = Counter()
+
+    def record_run(self, job: str, outcome: Outcome) -> None:
+        with self._lock:
+            self._runs[(job, str(outcome))] += 1
+
+    def record_missed(self, job: str, count: int = 1) -> None:
+        with self._lock:
+            self._missed[job] += count
+
+    def runs(self) -> dict[tuple[str, str], int]:
+        """(job, outcome) -> passes, a copy."""
+        with self._lock:
+            return dict(self._runs)
+
+    def missed(self) -> dict[str, int]:
+        """job -> missed slots, a copy."""
+        with self._lock:
+            return dict(self._missed)
+
+
+_COUNTED = frozenset({Outcome.RAN, Outcome.FAILED, Outcome.LEASE_LOST, Outcome.ERROR})
+
+
 class StopEvent(Protocol):
     """What :meth:`Scheduler.run_forever` needs to be stopped (``threading.Event`` fits)."""
 
@@ -486,6 +530,10 @@ class Scheduler:
         self.clock: Clock = clock or SystemClock()
         # Slots this scheduler saw completed: polls within the same slot skip the ledger.
         self._known_done: dict[str, int] = {}
+        # The slot of each job at the previous pass, to notice slots that ended undone.
+        self._last_slot: dict[str, int] = {}
+        #: Runs and missed slots, for metrics.
+        self.stats = CronStats()
 
     def run_due(self, now: float | None = None) -> RunReport:
         """Run every job whose current slot is not done and can be claimed; report each.
@@ -495,7 +543,36 @@ class Scheduler:
         are reported (``FAILED``, ``ERROR``, ``LEASE_LOST``) and logged.
         """
         at = self.clock.now() if now is None else now
-        return RunReport(now=at, runs=tuple(self._run_one(job, at) for job in self.jobs))
+        runs = []
+        for job in self.jobs:
+            self._count_missed(job, job.schedule.slot_for(at))
+            run = self._run_one(job, at)
+            if run.outcome in _COUNTED:
+                self.stats.record_run(job.name, run.outcome)
+            runs.append(run)
+        return RunReport(now=at, runs=tuple(runs))
+
+    def _count_missed(self, job: CronJob, slot: int) -> None:
+        """Count the slots of ``job`` that ended since the previous pass undone."""
+        last = self._last_slot.get(job.name)
+        self._last_slot[job.name] = slot
+        if last is None or slot <= last:
+            return
+        missed = 0
+        if self._known_done.get(job.name) != last:
+            try:
+                done = self.ledger.is_done(job.name, last)
+            except ScalecoreError:
+                done = False  # it was not recorded as done: as missed as it gets
+            missed += 0 if done else 1
+        # Slots that began and ended between two passes were never even looked at.
+        between = job.schedule.next_slot_after(last)
+        while between < slot and missed < _MAX_MISSED_STEP:
+            missed += 1
+            between = job.schedule.next_slot_after(between)
+        if missed:
+            logger.warning("cron: job %s missed %d slot(s) before slot %s", job.name, missed, slot)
+            self.stats.record_missed(job.name, missed)
 
     def _run_one(self, job: CronJob, now: float) -> JobRun:
         slot = job.schedule.slot_for(now)

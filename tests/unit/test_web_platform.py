@@ -14,7 +14,7 @@ from test_web_support import Web
 
 from adapters.cache.memory import MemoryCache
 from adapters.sessions.memory import MemorySessionStore
-from entrypoints.web.metrics import Registry
+from entrypoints.web.metrics import Metrics, MetricSources
 from entrypoints.web.openapi import openapi_document, render
 from scalecore.errors import BackendUnavailable
 
@@ -248,40 +248,61 @@ def test_metrics_expose_http_cache_and_bus_counters(web: Web) -> None:
     )
 
 
-def test_the_registry_formats_and_counts_safely() -> None:
-    registry = Registry()
-    counter = registry.counter("demo_total", "A demo.", ("path",))
-    histogram = registry.histogram("demo_seconds", "Timing.", ("op",), buckets=(0.1, 1.0))
-    registry.collector("demo_gauge", "gauge", "Collected.", lambda: [("demo_gauge", {}, 2.5)])
-    registry.collector("demo_broken", "counter", "Broken.", lambda: 1 / 0)  # type: ignore[arg-type,return-value]
+class _Stats:
+    """A CacheStats-like source whose counters the test sets."""
+
+    def __init__(self) -> None:
+        self.values = {"hits": 0, "misses": 0, "stale": 0, "loads": 0, "errors": 0}
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.values)
+
+
+def test_metrics_mirror_core_counters_by_difference_and_survive_broken_sources() -> None:
+    stats = _Stats()
+    sources = {"ok": stats}
+
+    def broken_bus() -> object:
+        raise RuntimeError("the bus is gone")
+
+    metrics = Metrics(MetricSources(caches=lambda: sources, bus=broken_bus))
+
+    def value(sample: str) -> float:
+        return parse_samples(metrics.render().decode()).get(parse_key(sample), 0.0)
+
+    stats.values["hits"] = 5
+    assert value('scalecore_cache_requests_total{cache="ok",result="hit"}') == 5
+    assert value('scalecore_cache_requests_total{cache="ok",result="hit"}') == 5  # no double
+    stats.values["hits"] = 7
+    assert value('scalecore_cache_requests_total{cache="ok",result="hit"}') == 7
+    # A source that starts again from zero (a replaced object) keeps the total growing.
+    stats.values["hits"] = 2
+    assert value('scalecore_cache_requests_total{cache="ok",result="hit"}') == 9
 
     def work() -> None:
-        for _ in range(1000):
-            counter.inc(path='a"b\\c\nd')
-            histogram.observe(0.5, op="x")
+        for _ in range(500):
+            metrics.observe_request("ZZZ", "/x", 200, 0.5)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    text = registry.render()
-    assert 'demo_total{path="a\\"b\\\\c\\nd"} 4000\n' in text
-    assert 'demo_seconds_bucket{op="x",le="0.1"} 0\n' in text
-    assert 'demo_seconds_bucket{op="x",le="1"} 4000\n' in text
-    assert 'demo_seconds_bucket{op="x",le="+Inf"} 4000\n' in text
-    assert 'demo_seconds_count{op="x"} 4000\n' in text
-    assert 'demo_seconds_sum{op="x"} 2000\n' in text
-    assert "demo_gauge 2.5\n" in text
-    assert "# TYPE demo_broken counter\n" in text  # a broken source shows no samples
-    with pytest.raises(ValueError, match="never decreases"):
-        counter.inc(-1, path="a")
-    with pytest.raises(ValueError, match="takes labels"):
-        counter.inc(path="a", extra="b")
-    with pytest.raises(ValueError, match="registered already"):
-        registry.counter("demo_total", "Again.")
-    with pytest.raises(ValueError, match="bad metric name"):
-        registry.counter("bad-name", "No.")
+    text = metrics.render().decode()
+    assert 'scalecore_http_requests_total{endpoint="/x",method="other",status="200"} 2000.0' in text
+    assert (
+        'scalecore_http_request_duration_seconds_bucket{endpoint="/x",le="0.25",method="other"} 0.0'
+        in text
+    )
+    assert (
+        'scalecore_http_request_duration_seconds_bucket{endpoint="/x",le="0.5",method="other"} '
+        "2000.0" in text
+    )
+    assert "_created" not in text
+    # Parts this process does not run show no metrics at all (not a misleading 0).
+    assert "scalecore_outbox" not in text
+    assert "scalecore_feed" not in text
+    assert "scalecore_cron" not in text
 
 
 # --------------------------------------------------------------------------- OpenAPI

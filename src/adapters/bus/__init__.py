@@ -20,6 +20,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 
+from scalecore import requestid
 from scalecore.errors import BackendUnavailable, InvalidInput
 from scalecore.ports.bus import Bus, Message, Subscription, validate_name
 from scalecore.types import JSONValue
@@ -37,6 +38,7 @@ __all__ = [
     "encode_payload",
     "error_reply",
     "ok_reply",
+    "outgoing_headers",
     "unpack_reply",
 ]
 
@@ -100,6 +102,16 @@ def check_headers(headers: object) -> dict[str, str]:
             )
         copy[name] = value
     return copy
+
+
+def outgoing_headers(headers: object) -> dict[str, str]:
+    """:func:`check_headers`, plus the current request id as ``x-request-id`` when there
+    is one and ``headers`` does not name its own."""
+    checked = check_headers(headers)
+    current = requestid.current()
+    if current is not None:
+        checked.setdefault(requestid.HEADER, current)
+    return checked
 
 
 def ok_reply(result: JSONValue) -> JSONValue:

@@ -38,17 +38,18 @@ from adapters.bus import (
     REPLY_TO_HEADER,
     RepliesOverTopics,
     ReplyWaiter,
-    check_headers,
     check_message_id,
     decode_payload,
     encode_payload,
+    outgoing_headers,
     unpack_reply,
 )
+from scalecore import requestid
 from scalecore.busstats import BusStats
 from scalecore.capabilities import Capability
 from scalecore.clock import Clock, SystemClock
 from scalecore.errors import BackendUnavailable, ConfigError, InvalidInput
-from scalecore.ports.bus import Handler, Message, Subscription, validate_name
+from scalecore.ports.bus import Handler, Message, QueueDepth, Subscription, validate_name
 from scalecore.retry import RetryPolicy
 from scalecore.types import JSONValue
 
@@ -221,7 +222,7 @@ class InProcessBus(RepliesOverTopics):
             body=encode_payload(payload),
             attempt=1,
             published_at=self._clock.now(),
-            headers=tuple(check_headers(headers).items()),
+            headers=tuple(outgoing_headers(headers).items()),
         )
 
     def _enqueue(self, topic: str, envelopes: list[_Envelope]) -> None:
@@ -434,8 +435,10 @@ class InProcessBus(RepliesOverTopics):
         """Run the handler outside the lock, then ack, retry or dead-letter the message."""
         self._local.handling = self._handling() + 1
         failed = True
+        message = envelope.to_message()
+        bound = requestid.set_current(requestid.parse(message.headers.get(requestid.HEADER)))
         try:
-            subscription.handler(envelope.to_message())
+            subscription.handler(message)
             failed = False
         except Exception:
             # The payload may hold personal data: log where the message is, never what.
@@ -452,6 +455,7 @@ class InProcessBus(RepliesOverTopics):
             # Also reached on BaseException (a dying worker): the message is then retried.
             self._local.handling -= 1
             self._settle(queue, envelope, failed=failed)
+            requestid.reset(bound)
 
     def _settle(self, queue: _Queue, envelope: _Envelope, *, failed: bool) -> None:
         dead = failed and self._policy.exhausted(envelope.attempt)
@@ -482,6 +486,16 @@ class InProcessBus(RepliesOverTopics):
             )
 
     # -- dead letters -----------------------------------------------------------------
+
+    def depth(self, topic: str, group: str) -> QueueDepth:
+        """Messages queued (ready or waiting to be retried) and dead, of (topic, group)."""
+        validate_name(topic)
+        validate_name(group, "group")
+        with self._lock:
+            queue = self._queues.get(topic, {}).get(group)
+            if queue is None:
+                return QueueDepth(ready=0, dead=0)
+            return QueueDepth(ready=len(queue.ready) + len(queue.delayed), dead=len(queue.dead))
 
     def dead_letters(self, topic: str, group: str) -> list[Message]:
         """The dead letters of (topic, group), oldest first, each with its last attempt."""

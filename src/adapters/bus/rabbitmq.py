@@ -56,17 +56,25 @@ from adapters.bus import (
     REPLY_TO_HEADER,
     RepliesOverTopics,
     ReplyWaiter,
-    check_headers,
     check_message_id,
     decode_payload,
     encode_payload,
+    outgoing_headers,
     unpack_reply,
 )
+from scalecore import requestid
 from scalecore.busstats import BusStats
 from scalecore.capabilities import Capability
 from scalecore.clock import Clock, SystemClock
 from scalecore.errors import BackendUnavailable, ConfigError, InvalidInput
-from scalecore.ports.bus import NAME_PATTERN, Handler, Message, Subscription, validate_name
+from scalecore.ports.bus import (
+    NAME_PATTERN,
+    Handler,
+    Message,
+    QueueDepth,
+    Subscription,
+    validate_name,
+)
 from scalecore.retry import RetryPolicy
 from scalecore.types import JSONValue
 
@@ -891,6 +899,7 @@ class _Consumer:
         failed = True
         local = self._bus._local
         local.handling = getattr(local, "handling", 0) + 1
+        bound = requestid.set_current(requestid.parse(message.headers.get(requestid.HEADER)))
         try:
             self._handler(message)
             failed = False
@@ -909,6 +918,7 @@ class _Consumer:
             # Also reached on BaseException (a dying worker): the message is then retried.
             local.handling -= 1
             self._settle(delivery, message, failed=failed)
+            requestid.reset(bound)
 
     def _settle(self, delivery: _Delivery, message: Message, *, failed: bool) -> None:
         if not failed or not self._retrying:
@@ -1166,7 +1176,7 @@ class RabbitMqBus(RepliesOverTopics):
             id=uuid.uuid4().hex if message_id is None else check_message_id(message_id),
             body=encode_payload(payload),
             published_at=self._clock.now(),
-            headers=tuple(check_headers(headers).items()),
+            headers=tuple(outgoing_headers(headers).items()),
         )
 
     def _publish(self, envelopes: list[_Envelope], *, expiration_ms: int | None = None) -> None:
@@ -1365,6 +1375,22 @@ class RabbitMqBus(RepliesOverTopics):
 
     # -- dead letters -------------------------------------------------------------------
 
+    def depth(self, topic: str, group: str) -> QueueDepth:
+        """Messages in the queue of (topic, group) and its retry queues (``ready``), and in
+        its dead-letter queue (``dead``), as the broker counts them; unacknowledged
+        deliveries are not counted."""
+        validate_name(topic)
+        validate_name(group, "group")
+        ready_queues = [self._main_queue(topic, group)]
+        ready_queues += [self._retry_queue(topic, group, delay) for delay in self._retry_ms]
+        dead_queue = self._dead_queue(topic, group)
+
+        def count(channel: BlockingChannel) -> QueueDepth:
+            ready = sum(_message_count(channel, name) for name in ready_queues)
+            return QueueDepth(ready=ready, dead=_message_count(channel, dead_queue))
+
+        return self._admin.run(count, f"counting the messages of {topic}/{group}")
+
     def dead_letters(self, topic: str, group: str) -> list[Message]:
         """The dead letters of (topic, group), oldest first, each with its last attempt.
 
@@ -1518,3 +1544,14 @@ def _queue_exists(channel: BlockingChannel, name: str) -> bool:
             return False
         raise
     return True
+
+
+def _message_count(channel: BlockingChannel, name: str) -> int:
+    """Messages ready in queue ``name``; 0 if it does not exist (which closes ``channel``:
+    the admin reopens it)."""
+    try:
+        return int(channel.queue_declare(name, passive=True).method.message_count)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if _is_not_found(exc):
+            return 0
+        raise

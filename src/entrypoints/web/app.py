@@ -9,6 +9,7 @@ shared across processes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,11 @@ from entrypoints.web.api import api
 from entrypoints.web.errors import install_error_handlers
 from entrypoints.web.health import health
 from entrypoints.web.media import media
-from entrypoints.web.metrics import Registry, install_metrics
+from entrypoints.web.metrics import Metrics, MetricSources, install_metrics, multiprocess_dir
 from entrypoints.web.pages import pages
 from entrypoints.web.presenters import iso_time, media_url
 from entrypoints.web.readonly import install_read_only
+from entrypoints.web.requestlog import install_request_log
 from entrypoints.web.sessions import install_sessions
 from entrypoints.web.state import ServiceContainer, WebState, attach
 
@@ -44,14 +46,15 @@ _HTML_POLICY = (
 )
 
 
-def create_app(container: ServiceContainer) -> Flask:
+def create_app(container: ServiceContainer, *, metrics: Mapping[str, Any] | None = None) -> Flask:
     """Build the web app over ``container``'s service and adapters.
 
     Everything the views need is resolved here, once, so requests on many threads never
-    race to build a singleton. Raises ``ConfigError`` for a configuration the service
-    cannot run on.
+    race to build a singleton. ``metrics`` takes the keywords of :func:`create_ops_app`
+    for a process that also runs the worker or the scheduler (``scalecore run``). Raises
+    ``ConfigError`` for a configuration the service cannot run on.
     """
-    app = _base_app(container)
+    app = _base_app(container, **(metrics or {}))
     install_read_only(app, bool(container.settings().read_only))
     install_sessions(app)
     app.register_blueprint(api)
@@ -62,19 +65,49 @@ def create_app(container: ServiceContainer) -> Flask:
     return app
 
 
-def create_ops_app(container: ServiceContainer) -> Flask:
+def create_ops_app(
+    container: ServiceContainer,
+    *,
+    queues: tuple[tuple[str, str], ...] = (),
+    outbox: bool = False,
+    cron: Callable[[], object] | None = None,
+    feed: Callable[[], object] | None = None,
+) -> Flask:
     """Only ``/healthz``, ``/readyz`` and ``/metrics``: for worker and scheduler processes,
-    whose bus, cache and loader counters live in their own process."""
-    app = _base_app(container)
+    whose bus, cache and loader counters live in their own process.
+
+    ``/metrics`` also reports the depth of the bus ``queues`` ((topic, group) pairs) and,
+    with ``outbox``, the outbox backlog; ``cron`` returns the scheduler's CronStats and
+    ``feed`` the feed worker, whose counters it then shows.
+    """
+    app = _base_app(container, queues=queues, outbox=outbox, cron=cron, feed=feed)
     app.after_request(_security_headers)
     return app
 
 
-def _base_app(container: ServiceContainer) -> Flask:
+def _base_app(
+    container: ServiceContainer,
+    *,
+    queues: tuple[tuple[str, str], ...] = (),
+    outbox: bool = False,
+    cron: Callable[[], object] | None = None,
+    feed: Callable[[], object] | None = None,
+) -> Flask:
     settings = container.settings()
     service = container.photofeed()
     max_upload = int(container.photofeed_settings().max_upload_bytes)
-    registry = Registry()
+    metrics = Metrics(
+        MetricSources(
+            caches=lambda: _cache_stats(container, service),
+            bus=container.bus,
+            queues=queues,
+            outbox=(lambda: service.outbox) if outbox else None,
+            cron=cron,
+            feed=feed,
+            clock=lambda: container.clock().now(),
+        ),
+        multiprocess_dir=multiprocess_dir(),
+    )
     web_state = WebState(
         container=container,
         service=service,
@@ -82,7 +115,7 @@ def _base_app(container: ServiceContainer) -> Flask:
         blobs=container.blobs(),
         clock=container.clock(),
         web=dict(settings.web),
-        metrics=registry,
+        metrics=metrics,
         max_upload_bytes=max_upload,
         readiness=dict(container.readiness()),
         read_only=bool(settings.read_only),
@@ -103,12 +136,8 @@ def _base_app(container: ServiceContainer) -> Flask:
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     attach(app, web_state)
-    install_metrics(
-        app,
-        registry,
-        caches=lambda: _cache_stats(container, service),
-        bus_stats=lambda: getattr(container.bus(), "stats", None),
-    )
+    install_metrics(app, metrics)
+    install_request_log(app)
     install_error_handlers(app)
     app.register_blueprint(health)
     return app

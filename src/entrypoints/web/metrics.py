@@ -1,38 +1,62 @@
-"""A small Prometheus registry: labelled counters and histograms, and scrape-time collectors.
+"""Prometheus metrics of a scalecore process, with prometheus_client.
 
-No client library: the text exposition format (version 0.0.4) is a few lines per metric, and
-the counters scalecore already keeps (cache stats, loader stats, bus stats) are read when
-``/metrics`` is scraped rather than copied on every event.
+One process (``scalecore run``, ``worker``, ``scheduler``) keeps its metrics in a private
+registry and ``/metrics`` shows them. Under ``scalecore web`` the gunicorn workers run in
+prometheus_client's multiprocess mode: each worker writes its samples to files in a
+directory of its own ``scalecore web`` instance (``PROMETHEUS_MULTIPROC_DIR``, set by the
+master before any worker imports the library), and whichever worker answers ``/metrics``
+reads every worker's files, so one scrape shows the whole host. Counters of workers that
+were replaced (a rolling restart) stay in the sum, so totals never go backwards.
 
-Every metric is thread-safe. In a web server with several worker processes (gunicorn), each
-process has its own registry and a scrape sees the process that answered; run one metrics
-scrape target per process, or aggregate in Prometheus.
+The core counts (cache stats, bus stats, cron stats, the feed worker's counters); this
+module exports. Those counters live in each process: they are copied into prometheus
+counters by difference after every request and before every scrape, which works in both
+modes (multiprocess mode has no scrape-time collectors). Gauges that ask a backend (queue
+depths, the outbox backlog) are read at scrape time, by the process that serves ``/metrics``
+for a worker or scheduler.
+
+Metric names (every counter's samples end in ``_total``):
+
+- ``scalecore_http_requests_total{method,endpoint,status}`` and
+  ``scalecore_http_request_duration_seconds{method,endpoint}`` (histogram);
+- ``scalecore_cache_requests_total{cache,result}`` (hit, miss, stale),
+  ``scalecore_cache_loads_total{cache}``, ``scalecore_cache_errors_total{cache}``;
+- ``scalecore_bus_published_total{topic}``,
+  ``scalecore_bus_handled_total{topic,group,outcome}`` (ok, retry, dead),
+  ``scalecore_bus_queued_messages{topic,group}`` and ``scalecore_bus_dead_letters{topic,group}``
+  (gauges, on a worker);
+- ``scalecore_outbox_pending_events`` and ``scalecore_outbox_oldest_pending_age_seconds``
+  (gauges, on a worker);
+- ``scalecore_feed_events_applied_total{topic}``, ``scalecore_feed_entries_written_total``
+  (on a worker);
+- ``scalecore_cron_runs_total{job,outcome}``, ``scalecore_cron_missed_slots_total{job}``
+  (on a scheduler).
 """
 
 from __future__ import annotations
 
-import abc
-import bisect
 import logging
-import math
-import re
+import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+import attrs
 
 __all__ = [
     "CONTENT_TYPE",
     "DEFAULT_BUCKETS",
-    "Counter",
-    "Histogram",
-    "Registry",
-    "Sample",
-    "cache_samples",
+    "MULTIPROC_ENV",
+    "MetricSources",
+    "Metrics",
     "install_metrics",
 ]
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: The exposition format served: the classic text format, which every scraper reads.
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+#: Set (by ``scalecore web``) to the directory where worker processes write their samples.
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 #: Request latency buckets in seconds: 5 ms to 10 s.
 DEFAULT_BUCKETS: tuple[float, ...] = (
@@ -51,258 +75,280 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 
 _log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-
-#: One line of output from a collector: metric name, labels, value.
-Sample = tuple[str, Mapping[str, str], float]
-
-
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+@attrs.frozen
+class MetricSources:
+    """Where the counters kept by the core come from, read on every sync.
+
+    ``caches``: CacheStats-like objects (``snapshot() -> dict``) by cache name. ``bus``:
+    the process's Bus (its ``stats``, and ``depth`` of each of ``queues``). ``outbox``:
+    the outbox repository whose backlog to report. ``cron``: a scheduler's CronStats.
+    ``feed``: the feed worker (``counters()``). Sources a process lacks stay ``None``.
+    """
+
+    caches: Callable[[], Mapping[str, Any]] = dict
+    bus: Callable[[], Any] | None = None
+    queues: tuple[tuple[str, str], ...] = ()
+    outbox: Callable[[], Any] | None = None
+    cron: Callable[[], Any] | None = None
+    feed: Callable[[], Any] | None = None
+    clock: Callable[[], float] = time.time
 
 
-def _format_labels(names: Sequence[str], values: Sequence[str]) -> str:
-    if not names:
-        return ""
-    pairs = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True))
-    return "{" + pairs + "}"
+class _Mirror:
+    """Copies a growing count kept elsewhere into a prometheus counter, by difference."""
+
+    def __init__(self, counter: Any) -> None:
+        self._counter = counter
+        self._seen: dict[tuple[str, ...], float] = {}
+
+    def update(self, values: Iterable[tuple[tuple[str, ...], float]]) -> None:
+        for labels, value in values:
+            last = self._seen.get(labels)
+            # A smaller value means the source was replaced (restarted): count it anew.
+            delta = value if last is None or value < last else value - last
+            self._seen[labels] = value
+            if delta > 0 or last is None:  # a series at 0 shows too, so rate() has a start
+                target = self._counter.labels(*labels) if labels else self._counter
+                target.inc(delta)
 
 
-def _format_value(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if math.isnan(value):
-        return "NaN"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
+class Metrics:
+    """The metrics of one process, and their text for ``/metrics``.
 
+    In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set when prometheus_client was
+    first imported) the metrics write to that directory and :meth:`render` reads every
+    process's files; otherwise they live in a private registry. Thread-safe.
+    """
 
-class _Metric(abc.ABC):
-    kind = ""
+    def __init__(self, sources: MetricSources, *, multiprocess_dir: str | None = None) -> None:
+        import prometheus_client as prom
 
-    def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
-        if not _NAME.fullmatch(name):
-            raise ValueError(f"bad metric name {name!r}")
-        for label in labels:
-            if not _LABEL.fullmatch(label) or label.startswith("__") or label == "le":
-                raise ValueError(f"bad label name {label!r}")
-        self.name = name
-        self.help = help_text
-        self.labels = tuple(labels)
+        prom.disable_created_metrics()
+        self.sources = sources
+        self.multiprocess_dir = multiprocess_dir
         self._lock = threading.Lock()
+        if multiprocess_dir is None:
+            self._registry: Any = prom.CollectorRegistry(auto_describe=True)
+            registry = self._registry
+        else:
+            from prometheus_client import multiprocess
 
-    def _key(self, labels: Mapping[str, str]) -> tuple[str, ...]:
-        if set(labels) != set(self.labels):
-            raise ValueError(f"{self.name} takes labels {self.labels}, got {tuple(labels)}")
-        return tuple(str(labels[name]) for name in self.labels)
+            self._registry = prom.CollectorRegistry()
+            multiprocess.MultiProcessCollector(self._registry, path=multiprocess_dir)
+            registry = None  # values go to files; the collector above reads them all
 
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {_escape(self.help)}", f"# TYPE {self.name} {self.kind}"]
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Any:
+            return prom.Counter(name, doc, labels, registry=registry)
 
-    @abc.abstractmethod
-    def render(self) -> list[str]:
-        """The metric's sample lines in the Prometheus text format."""
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Any:
+            return prom.Gauge(name, doc, labels, registry=registry, multiprocess_mode="mostrecent")
 
-
-class Counter(_Metric):
-    """A value per label set that only grows."""
-
-    kind = "counter"
-
-    def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
-        super().__init__(name, help_text, labels)
-        self._values: dict[tuple[str, ...], float] = {}
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        """Add ``amount`` (>= 0) to the series named by ``labels``."""
-        if amount < 0:
-            raise ValueError("a counter never decreases")
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
-
-    def value(self, **labels: str) -> float:
-        """The current value of one series (0 if never incremented)."""
-        key = self._key(labels)
-        with self._lock:
-            return self._values.get(key, 0.0)
-
-    def render(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        lines = self.header()
-        for key, value in items:
-            lines.append(f"{self.name}{_format_labels(self.labels, key)} {_format_value(value)}")
-        return lines
-
-
-class Histogram(_Metric):
-    """Observations counted into cumulative buckets, with their count and sum, per label set."""
-
-    kind = "histogram"
-
-    def __init__(
-        self,
-        name: str,
-        help_text: str,
-        labels: Sequence[str] = (),
-        buckets: Iterable[float] = DEFAULT_BUCKETS,
-    ) -> None:
-        super().__init__(name, help_text, labels)
-        bounds = sorted(float(b) for b in buckets)
-        if not bounds or any(math.isnan(b) for b in bounds):
-            raise ValueError("a histogram needs at least one numeric bucket")
-        if bounds[-1] != math.inf:
-            bounds.append(math.inf)
-        self.buckets = tuple(bounds)
-        # Per series: a count per bucket (not cumulative), the sum and the count.
-        self._series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
-
-    def observe(self, value: float, **labels: str) -> None:
-        """Record one observation in the series named by ``labels``."""
-        key = self._key(labels)
-        index = bisect.bisect_left(self.buckets, value)
-        with self._lock:
-            counts, total = self._series.setdefault(key, ([0] * len(self.buckets), [0.0]))
-            counts[index] += 1
-            total[0] += value
-
-    def count(self, **labels: str) -> int:
-        """How many observations one series holds."""
-        key = self._key(labels)
-        with self._lock:
-            series = self._series.get(key)
-            return sum(series[0]) if series else 0
-
-    def render(self) -> list[str]:
-        with self._lock:
-            items = sorted((key, (list(c), t[0])) for key, (c, t) in self._series.items())
-        lines = self.header()
-        names = (*self.labels, "le")
-        for key, (counts, total) in items:
-            running = 0
-            for bound, count in zip(self.buckets, counts, strict=True):
-                running += count
-                labels = _format_labels(names, (*key, _format_value(bound)))
-                lines.append(f"{self.name}_bucket{labels} {running}")
-            plain = _format_labels(self.labels, key)
-            lines.append(f"{self.name}_sum{plain} {_format_value(total)}")
-            lines.append(f"{self.name}_count{plain} {running}")
-        return lines
-
-
-class _Collected:
-    """A metric whose samples come from a callback at scrape time (counters kept elsewhere)."""
-
-    def __init__(
-        self, name: str, kind: str, help_text: str, collect: Callable[[], Iterable[Sample]]
-    ) -> None:
-        if not _NAME.fullmatch(name):
-            raise ValueError(f"bad metric name {name!r}")
-        self.name = name
-        self.kind = kind
-        self.help = help_text
-        self.collect = collect
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {_escape(self.help)}", f"# TYPE {self.name} {self.kind}"]
-        samples = sorted(
-            (name, tuple(sorted(labels.items())), value) for name, labels, value in self.collect()
+        self.http_requests = counter(
+            "scalecore_http_requests",
+            "HTTP requests answered, by method, route and status.",
+            ("method", "endpoint", "status"),
         )
-        for name, labels, value in samples:
-            names = [k for k, _ in labels]
-            values = [v for _, v in labels]
-            lines.append(f"{name}{_format_labels(names, values)} {_format_value(value)}")
-        return lines
-
-
-class Registry:
-    """The metrics of one process, rendered together in registration order."""
-
-    def __init__(self) -> None:
-        self._metrics: dict[str, _Metric | _Collected] = {}
-        self._lock = threading.Lock()
-
-    def _add(self, metric: _Metric | _Collected) -> None:
-        with self._lock:
-            if metric.name in self._metrics:
-                raise ValueError(f"metric {metric.name!r} is registered already")
-            self._metrics[metric.name] = metric
-
-    def counter(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Counter:
-        """Register and return a counter."""
-        metric = Counter(name, help_text, labels)
-        self._add(metric)
-        return metric
-
-    def histogram(
-        self,
-        name: str,
-        help_text: str,
-        labels: Sequence[str] = (),
-        buckets: Iterable[float] = DEFAULT_BUCKETS,
-    ) -> Histogram:
-        """Register and return a histogram."""
-        metric = Histogram(name, help_text, labels, buckets)
-        self._add(metric)
-        return metric
-
-    def collector(
-        self,
-        name: str,
-        kind: str,
-        help_text: str,
-        collect: Callable[[], Iterable[Sample]],
-    ) -> None:
-        """Register ``collect``, called at every scrape for the samples of metric ``name``.
-
-        ``kind`` is ``counter`` or ``gauge``. A collector that raises is skipped for that
-        scrape (its metric shows no samples) so one broken source never hides the others.
-        """
-        if kind not in ("counter", "gauge"):
-            raise ValueError(f"kind must be counter or gauge, not {kind!r}")
-        self._add(_Collected(name, kind, help_text, collect))
-
-    def render(self) -> str:
-        """Every metric in the Prometheus text format, ending with a newline."""
-        with self._lock:
-            metrics = list(self._metrics.values())
-        lines: list[str] = []
-        for metric in metrics:
-            try:
-                lines.extend(metric.render())
-            except Exception:  # a failing source must not break the whole scrape
-                _log.warning("metrics: collecting %s failed", metric.name, exc_info=True)
-                lines.extend(_failed(metric))
-        return "\n".join(lines) + "\n"
-
-
-def _failed(metric: _Metric | _Collected) -> list[str]:
-    return [f"# HELP {metric.name} {_escape(metric.help)}", f"# TYPE {metric.name} {metric.kind}"]
-
-
-# --------------------------------------------------------------------------- the web app
-
-
-def cache_samples(stats_by_cache: Mapping[str, object]) -> list[Sample]:
-    """Samples of ``scalecore_cache_requests_total`` from CacheStats-like objects by name."""
-    samples: list[Sample] = []
-    for cache, stats in stats_by_cache.items():
-        snapshot = _snapshot(stats)
-        for result, field in (("hit", "hits"), ("miss", "misses"), ("stale", "stale")):
-            samples.append(
-                (
-                    "scalecore_cache_requests_total",
-                    {"cache": cache, "result": result},
-                    float(snapshot.get(field, 0)),
+        self.http_latency = prom.Histogram(
+            "scalecore_http_request_duration_seconds",
+            "Time to answer an HTTP request (until the response starts), by method and route.",
+            ("method", "endpoint"),
+            buckets=DEFAULT_BUCKETS,
+            registry=registry,
+        )
+        self._cache_requests = _Mirror(
+            counter(
+                "scalecore_cache_requests",
+                "Cache reads by result: hit (fresh), miss, or stale (served while refreshing).",
+                ("cache", "result"),
+            )
+        )
+        self._cache_loads = _Mirror(
+            counter("scalecore_cache_loads", "Loader calls made to fill a cache entry.", ("cache",))
+        )
+        self._cache_errors = _Mirror(
+            counter(
+                "scalecore_cache_errors",
+                "Cache backend failures and coordination errors (each one degraded to a miss).",
+                ("cache",),
+            )
+        )
+        self._published = _Mirror(
+            counter("scalecore_bus_published", "Messages published, by topic.", ("topic",))
+        )
+        self._handled = _Mirror(
+            counter(
+                "scalecore_bus_handled",
+                "Deliveries by topic, consumer group and outcome: ok (delivered and "
+                "acknowledged), retry (failed, will be delivered again), dead (dead-lettered).",
+                ("topic", "group", "outcome"),
+            )
+        )
+        self._feed_applied: _Mirror | None = None
+        self._feed_written: _Mirror | None = None
+        if sources.feed is not None:
+            self._feed_applied = _Mirror(
+                counter(
+                    "scalecore_feed_events_applied",
+                    "Photo events the feed worker applied to followers' feeds, by topic.",
+                    ("topic",),
                 )
             )
-    return samples
+            self._feed_written = _Mirror(
+                counter(
+                    "scalecore_feed_entries_written",
+                    "Feed entries written by the fan-out of photo events.",
+                )
+            )
+        self._cron_runs: _Mirror | None = None
+        self._cron_missed: _Mirror | None = None
+        if sources.cron is not None:
+            self._cron_runs = _Mirror(
+                counter(
+                    "scalecore_cron_runs",
+                    "Cron job passes of this scheduler by outcome: ran, failed, lease_lost, error.",
+                    ("job", "outcome"),
+                )
+            )
+            self._cron_missed = _Mirror(
+                counter(
+                    "scalecore_cron_missed_slots",
+                    "Cron slots that ended without the job completing, seen by this scheduler.",
+                    ("job",),
+                )
+            )
+        self._queued: Any = None
+        self._dead: Any = None
+        if sources.queues:
+            self._queued = gauge(
+                "scalecore_bus_queued_messages",
+                "Messages waiting in a consumer group's queue, retries included (consumer lag).",
+                ("topic", "group"),
+            )
+            self._dead = gauge(
+                "scalecore_bus_dead_letters",
+                "Messages in a consumer group's dead letters (replay: scalecore bus replay).",
+                ("topic", "group"),
+            )
+        self._outbox_pending: Any = None
+        self._outbox_age: Any = None
+        if sources.outbox is not None:
+            self._outbox_pending = gauge(
+                "scalecore_outbox_pending_events", "Outbox events not yet published to the bus."
+            )
+            self._outbox_age = gauge(
+                "scalecore_outbox_oldest_pending_age_seconds",
+                "Age of the oldest outbox event not yet published (0 when none is pending).",
+            )
+
+    # -- recording ----------------------------------------------------------------------
+
+    def observe_request(self, method: str, endpoint: str, status: int, seconds: float) -> None:
+        """Count one answered HTTP request."""
+        method = method if method in _METHODS else "other"  # bound a client-chosen label
+        self.http_requests.labels(method, endpoint, str(status)).inc()
+        self.http_latency.labels(method, endpoint).observe(seconds)
+
+    def sync(self) -> None:
+        """Copy the core's counters of this process into the prometheus counters.
+
+        A failing source is logged and skipped, so one broken part never hides the others.
+        """
+        with self._lock:
+            for name, step in (
+                ("cache", self._sync_caches),
+                ("bus", self._sync_bus),
+                ("feed worker", self._sync_feed),
+                ("cron", self._sync_cron),
+            ):
+                try:
+                    step()
+                except Exception:
+                    _log.warning("metrics: reading the %s counters failed", name, exc_info=True)
+
+    def _sync_caches(self) -> None:
+        snapshots = {name: _snapshot(stats) for name, stats in self.sources.caches().items()}
+        self._cache_requests.update(
+            ((name, result), float(snapshot.get(field, 0)))
+            for name, snapshot in snapshots.items()
+            for result, field in (("hit", "hits"), ("miss", "misses"), ("stale", "stale"))
+        )
+        self._cache_loads.update(
+            ((name,), float(snapshot.get("loads", 0))) for name, snapshot in snapshots.items()
+        )
+        self._cache_errors.update(
+            ((name,), float(snapshot.get("errors", 0))) for name, snapshot in snapshots.items()
+        )
+
+    def _sync_bus(self) -> None:
+        bus = self.sources.bus() if self.sources.bus is not None else None
+        if bus is None:
+            return
+        snapshot = bus.stats.snapshot()
+        self._published.update(((topic,), float(n)) for topic, n in snapshot.published.items())
+        self._handled.update(
+            ((topic, group, outcome), float(n))
+            for (topic, group, outcome), n in snapshot.handled.items()
+        )
+
+    def _sync_feed(self) -> None:
+        feed = self.sources.feed() if self.sources.feed is not None else None
+        if feed is None or self._feed_applied is None or self._feed_written is None:
+            return
+        applied, written = feed.counters()
+        self._feed_applied.update(((topic,), float(n)) for topic, n in applied.items())
+        self._feed_written.update([((), float(written))])
+
+    def _sync_cron(self) -> None:
+        stats = self.sources.cron() if self.sources.cron is not None else None
+        if stats is None or self._cron_runs is None or self._cron_missed is None:
+            return
+        self._cron_runs.update(
+            ((job, outcome), float(n)) for (job, outcome), n in stats.runs().items()
+        )
+        self._cron_missed.update(((job,), float(n)) for job, n in stats.missed().items())
+
+    def _read_backends(self) -> None:
+        """Set the gauges that ask a backend (at scrape time only); a backend that fails
+        is logged and its gauges keep their last value."""
+        if self.sources.queues and self.sources.bus is not None:
+            bus = self.sources.bus()
+            for topic, group in self.sources.queues:
+                try:
+                    depth = bus.depth(topic, group)
+                except Exception as exc:
+                    _log.warning(
+                        "metrics: reading the depth of %s/%s failed: %s", topic, group, exc
+                    )
+                    continue
+                self._queued.labels(topic, group).set(depth.ready)
+                self._dead.labels(topic, group).set(depth.dead)
+        outbox = self.sources.outbox() if self.sources.outbox is not None else None
+        if outbox is not None and self._outbox_pending is not None:
+            try:
+                pending = outbox.pending_count()
+                oldest = outbox.oldest_pending_at()
+            except Exception as exc:
+                _log.warning("metrics: reading the outbox backlog failed: %s", exc)
+            else:
+                self._outbox_pending.set(pending)
+                age = 0.0 if oldest is None else max(0.0, self.sources.clock() - oldest)
+                self._outbox_age.set(age)
+
+    def render(self) -> bytes:
+        """Every metric of this process (or, in multiprocess mode, of every process that
+        shares the directory) in the Prometheus text format."""
+        from prometheus_client import generate_latest
+
+        self.sync()
+        try:
+            self._read_backends()
+        except Exception:
+            _log.warning("metrics: reading the backends failed", exc_info=True)
+        data: bytes = generate_latest(self._registry)
+        return data
 
 
 def _snapshot(stats: object) -> Mapping[str, int]:
@@ -314,101 +360,14 @@ def _snapshot(stats: object) -> Mapping[str, int]:
     return {}
 
 
-def install_metrics(
-    app: Any,
-    registry: Registry,
-    *,
-    caches: Callable[[], Mapping[str, object]],
-    bus_stats: Callable[[], object | None],
-) -> None:
-    """Count every request of ``app``, expose ``registry`` at ``/metrics``, and read the
-    cache and bus counters at scrape time.
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory this process writes to, or ``None`` (one process)."""
+    return os.environ.get(MULTIPROC_ENV) or None
 
-    ``caches`` returns the CacheStats-like objects (``snapshot() -> dict``) by cache name:
-    cache adapters and CachedLoaders; ``bus_stats`` the bus's BusStats, or ``None``.
-    """
+
+def install_metrics(app: Any, metrics: Metrics) -> None:
+    """Count every request of ``app`` into ``metrics`` and serve them at ``/metrics``."""
     from flask import Response, g, request
-
-    requests_total = registry.counter(
-        "scalecore_http_requests_total",
-        "HTTP requests answered, by method, route and status.",
-        ("method", "endpoint", "status"),
-    )
-    latency = registry.histogram(
-        "scalecore_http_request_duration_seconds",
-        "Time to answer an HTTP request (until the response starts), by method and route.",
-        ("method", "endpoint"),
-    )
-
-    def collect_cache_requests() -> list[Sample]:
-        return cache_samples(caches())
-
-    def collect_cache_loads() -> list[Sample]:
-        return [
-            ("scalecore_cache_loads_total", {"cache": name}, float(_snapshot(s).get("loads", 0)))
-            for name, s in caches().items()
-        ]
-
-    def collect_cache_errors() -> list[Sample]:
-        return [
-            ("scalecore_cache_errors_total", {"cache": name}, float(_snapshot(s).get("errors", 0)))
-            for name, s in caches().items()
-        ]
-
-    def collect_published() -> list[Sample]:
-        stats = bus_stats()
-        if stats is None:
-            return []
-        snapshot = stats.snapshot()  # type: ignore[attr-defined]
-        return [
-            ("scalecore_bus_published_total", {"topic": topic}, float(count))
-            for topic, count in snapshot.published.items()
-        ]
-
-    def collect_handled() -> list[Sample]:
-        stats = bus_stats()
-        if stats is None:
-            return []
-        snapshot = stats.snapshot()  # type: ignore[attr-defined]
-        return [
-            (
-                "scalecore_bus_handled_total",
-                {"topic": topic, "group": group, "outcome": outcome},
-                float(count),
-            )
-            for (topic, group, outcome), count in snapshot.handled.items()
-        ]
-
-    registry.collector(
-        "scalecore_cache_requests_total",
-        "counter",
-        "Cache reads by result: hit (fresh), miss, or stale (served while refreshing).",
-        collect_cache_requests,
-    )
-    registry.collector(
-        "scalecore_cache_loads_total",
-        "counter",
-        "Loader calls made to fill a cache entry.",
-        collect_cache_loads,
-    )
-    registry.collector(
-        "scalecore_cache_errors_total",
-        "counter",
-        "Cache backend failures and coordination errors (each one degraded to a miss).",
-        collect_cache_errors,
-    )
-    registry.collector(
-        "scalecore_bus_published_total",
-        "counter",
-        "Messages published, by topic.",
-        collect_published,
-    )
-    registry.collector(
-        "scalecore_bus_handled_total",
-        "counter",
-        "Deliveries by topic, consumer group and outcome (ok, retry, dead).",
-        collect_handled,
-    )
 
     def start_timer() -> None:
         g.sc_started = time.perf_counter()
@@ -417,15 +376,15 @@ def install_metrics(
         started = g.get("sc_started")
         rule = request.url_rule
         endpoint = rule.rule if rule is not None else "unmatched"
-        # Methods come from the client: bound the label to the standard set.
-        method = request.method if request.method in _METHODS else "other"
-        requests_total.inc(method=method, endpoint=endpoint, status=str(response.status_code))
-        if started is not None:
-            latency.observe(time.perf_counter() - started, method=method, endpoint=endpoint)
+        elapsed = time.perf_counter() - started if started is not None else 0.0
+        metrics.observe_request(request.method, endpoint, response.status_code, elapsed)
+        if metrics.multiprocess_dir is not None:
+            # Another worker may answer the next scrape: publish this one's counters now.
+            metrics.sync()
         return response
 
     def metrics_view() -> Any:
-        response = Response(registry.render(), mimetype="text/plain")
+        response = Response(metrics.render(), mimetype="text/plain")
         response.headers["Content-Type"] = CONTENT_TYPE
         response.headers["Cache-Control"] = "no-store"
         return response

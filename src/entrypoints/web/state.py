@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import attrs
 from flask import current_app
 
-from entrypoints.web.metrics import Registry
+from entrypoints.web.metrics import Metrics
 
 if TYPE_CHECKING:
     from scalecore.clock import Clock
@@ -65,7 +65,7 @@ class WebState:
     blobs: BlobStore
     clock: Clock
     web: dict[str, Any]
-    metrics: Registry
+    metrics: Metrics
     max_upload_bytes: int
     readiness: dict[str, Callable[[], None]]
     #: ``[deployment] read_only``: writes are refused and sessions are not written.

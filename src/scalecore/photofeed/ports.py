@@ -167,6 +167,12 @@ class OutboxRepository(_Repository):
         """How many events are not yet sent (claimed or not)."""
 
     @abc.abstractmethod
+    def oldest_pending_at(self) -> float | None:
+        """``created_at`` of the oldest event not yet sent (claimed or not); ``None`` when
+        every event is sent. With :meth:`pending_count`, what an operator watches: a relay
+        that stopped shows as an age that keeps growing."""
+
+    @abc.abstractmethod
     def purge_sent(self, before: float) -> int:
         """Delete events sent before ``before``; return how many."""
 

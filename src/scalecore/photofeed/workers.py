@@ -43,6 +43,10 @@ class FeedWorker:
         self.remember = remember
         self._handled: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
+        #: Photo events applied (repeats skipped by id are not counted), by topic.
+        self.applied: dict[str, int] = {}
+        #: Feed entries written by those events (fan-out work).
+        self.feeds_written = 0
 
     def handle(self, message: Message) -> None:
         """Apply one message. Returns normally when the feeds reflect it (acknowledge).
@@ -66,12 +70,20 @@ class FeedWorker:
                 exc_info=True,
             )
             raise
-        logger.debug("feed worker: %s %s -> %d feeds", message.topic, message.id, written)
+        logger.info("feed worker: %s %s -> %d feeds", message.topic, message.id, written)
+        with self._lock:
+            self.applied[message.topic] = self.applied.get(message.topic, 0) + 1
+            self.feeds_written += written
         if self.remember:
             with self._lock:
                 self._handled[message.id] = None
                 while len(self._handled) > self.remember:
                     self._handled.popitem(last=False)
+
+    def counters(self) -> tuple[dict[str, int], int]:
+        """A consistent copy of (:attr:`applied`, :attr:`feeds_written`), for metrics."""
+        with self._lock:
+            return dict(self.applied), self.feeds_written
 
     def attach(self, bus: Bus) -> list[Subscription]:
         """Subscribe :meth:`handle` to every (topic, group) of ``TOPOLOGY`` on ``bus``."""

@@ -11,11 +11,20 @@ from typing import ClassVar
 
 import attrs
 
+from scalecore.busstats import BusStats
 from scalecore.capabilities import Capability
 from scalecore.errors import InvalidInput
 from scalecore.types import JSONValue
 
-__all__ = ["NAME_PATTERN", "Bus", "Handler", "Message", "Subscription", "validate_name"]
+__all__ = [
+    "NAME_PATTERN",
+    "Bus",
+    "Handler",
+    "Message",
+    "QueueDepth",
+    "Subscription",
+    "validate_name",
+]
 
 #: Topic and group names: dotted lowercase words, safe as RabbitMQ exchange/queue names.
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*")
@@ -49,6 +58,18 @@ class Message:
     headers: Mapping[str, str] = attrs.field(factory=dict)
 
 
+@attrs.frozen
+class QueueDepth:
+    """How many messages wait in the queue of one (topic, group), at one moment.
+
+    ``ready`` counts those waiting for a consumer, retries waiting out their delay
+    included (the consumer lag, in messages); ``dead`` those in the dead letters.
+    """
+
+    ready: int
+    dead: int
+
+
 #: A message handler. Returning normally acknowledges the message; raising any exception
 #: means "not done": the message is redelivered, up to the bus's ``max_attempts``.
 Handler = Callable[[Message], None]
@@ -80,6 +101,9 @@ class Bus(abc.ABC):
     """
 
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    #: Counters of this bus in this process: messages published per topic, deliveries per
+    #: (topic, group, outcome). Every adapter sets it in its constructor; metrics read it.
+    stats: BusStats
 
     @abc.abstractmethod
     def publish(
@@ -91,6 +115,10 @@ class Bus(abc.ABC):
         headers: Mapping[str, str] | None = None,
     ) -> Message:
         """Publish ``payload`` (JSON) to ``topic`` and return the message as sent.
+
+        The current request id (:mod:`scalecore.requestid`), if any, is added to the
+        headers as ``x-request-id`` unless ``headers`` names one; a handler runs with the
+        id of its message current, so its log lines carry it.
 
         Returns only once the message is safe: queued for every group on an in-process bus,
         confirmed by the broker on a distributed one. Raises ``BackendUnavailable`` if that
@@ -120,6 +148,14 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     def stop(self, timeout: float = 10.0) -> None:
         """Stop delivering, waiting up to ``timeout`` for handlers in flight. Idempotent."""
+
+    @abc.abstractmethod
+    def depth(self, topic: str, group: str) -> QueueDepth:
+        """How many messages wait in the (topic, group) queue and in its dead letters.
+
+        Zeros for a queue that does not exist. Raises ``BackendUnavailable`` if the broker
+        does not answer. For metrics: cheap enough to call at every scrape.
+        """
 
     def dead_letters(self, topic: str, group: str) -> list[Message]:
         """Return the dead letters of (topic, group), oldest first, without removing them.

@@ -94,6 +94,11 @@ class MemoryOutboxRepository(OutboxRepository):
         with self.lock:
             return sum(1 for row in self._rows.values() if row.sent_at is None)
 
+    def oldest_pending_at(self) -> float | None:
+        with self.lock:
+            pending = [row.event.created_at for row in self._rows.values() if row.sent_at is None]
+        return min(pending, default=None)
+
     def purge_sent(self, before: float) -> int:
         with self.lock:
             old = [

@@ -127,6 +127,18 @@ class SqlOutboxRepository(OutboxRepository):
         query = sa.select(sa.func.count()).select_from(_t).where(_t.c.sent_at.is_(None))
         return self._db.count(lambda conn, _index: int(conn.execute(query).scalar_one()))
 
+    def oldest_pending_at(self) -> float | None:
+        query = sa.select(sa.func.min(_t.c.created_at)).where(_t.c.sent_at.is_(None))
+
+        def shard_oldest(conn: sa.Connection, _index: int) -> list[float]:
+            value = conn.execute(query).scalar_one()
+            return [] if value is None else [float(value)]
+
+        oldest = self._db.scatter_gather(
+            shard_oldest, order_key=lambda value: value, limit=1, descending=False
+        )
+        return oldest[0] if oldest else None
+
     def purge_sent(self, before: float) -> int:
         purged = 0
         for index in range(self._db.shard_count):
