@@ -51,6 +51,8 @@ class WebRuntime:
     """The runtime directory of one web instance, and the paths within it."""
 
     root: Path
+    #: The process that made the directory: the only one that removes it.
+    owner: int = attrs.field(factory=os.getpid)
 
     @property
     def metrics_dir(self) -> Path:
@@ -83,7 +85,10 @@ class WebRuntime:
             multiprocess.mark_process_dead(worker.pid, str(self.metrics_dir))
 
     def remove(self) -> None:
-        """Delete the directory and unset the variable. Idempotent."""
+        """Delete the directory and unset the variable, in the process that made them
+        (a forked worker leaves through the same ``finally``: it must not). Idempotent."""
+        if os.getpid() != self.owner:
+            return
         if os.environ.get(MULTIPROC_ENV) == str(self.metrics_dir):
             del os.environ[MULTIPROC_ENV]
         shutil.rmtree(self.root, ignore_errors=True)

@@ -199,6 +199,14 @@ def start_web(workdir: Path, env: dict[str, str], name: str, workers: int) -> De
     return deployment
 
 
+def spawn_part(
+    workdir: Path, env: dict[str, str], name: str, *args: str
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start ``scalecore ARGS...`` with its output in ``workdir/NAME.log``; not waited for."""
+    log = workdir / f"{name}.log"
+    return _spawn(scalecore_command(*args), log, env), log
+
+
 def start_distributed(workdir: Path) -> Deployment:
     """deploy/distributed.toml as separate processes: gunicorn web with three workers, a
     feed worker and a scheduler, over S3, memcached, RabbitMQ and PostgreSQL shards."""

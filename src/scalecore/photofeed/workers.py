@@ -70,7 +70,14 @@ class FeedWorker:
                 exc_info=True,
             )
             raise
-        logger.info("feed worker: %s %s -> %d feeds", message.topic, message.id, written)
+        photo = message.payload.get("photo_id") if isinstance(message.payload, dict) else None
+        logger.info(
+            "feed worker: %s photo %s -> %d feeds (message %s)",
+            message.topic,
+            photo,
+            written,
+            message.id,
+        )
         with self._lock:
             self.applied[message.topic] = self.applied.get(message.topic, 0) + 1
             self.feeds_written += written
