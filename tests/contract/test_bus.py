@@ -25,10 +25,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.bus.inprocess import InProcessBus
+from scalecore import requestid
 from scalecore.capabilities import Capability
 from scalecore.clock import ManualClock
 from scalecore.errors import BackendUnavailable, ConfigError, InvalidInput, UnsupportedOperation
-from scalecore.ports.bus import Bus, Message
+from scalecore.ports.bus import Bus, Message, QueueDepth
 from scalecore.types import JSONValue
 
 #: Every factory configures its bus with this many attempts.
@@ -330,6 +331,48 @@ def test_a_message_failing_max_attempts_times_is_dead_lettered(
     assert dead.headers["trace"] == "t-1"
     assert bus.dead_letters(topic, "group") == [dead]  # reading does not remove
     assert bus.dead_letters(topic, "other") == []
+
+
+def test_depth_counts_waiting_messages_and_dead_letters(
+    case: BusCase, bus: Bus, topic: str
+) -> None:
+    assert bus.depth(topic, "group") == QueueDepth(ready=0, dead=0)  # no such queue yet
+    bus.declare(topic, "group")
+    for n in range(3):
+        bus.publish(topic, {"n": n})
+    wait_until(lambda: bus.depth(topic, "group") == QueueDepth(ready=3, dead=0))
+    recorder = Recorder(fail=lambda message: message.payload == {"n": 0})
+    bus.subscribe(topic, "group", recorder)
+    bus.start()
+    wait_until(lambda: recorder.count() == 2 + MAX_ATTEMPTS)
+    settle(case)
+    dead = 1 if Capability.DEAD_LETTER in bus.capabilities else 0
+    wait_until(lambda: bus.depth(topic, "group") == QueueDepth(ready=0, dead=dead))
+
+
+def test_a_message_carries_the_current_request_id_to_its_handler(bus: Bus, topic: str) -> None:
+    seen: list[tuple[str | None, str | None]] = []
+
+    def handler(message: Message) -> None:
+        seen.append((message.headers.get(requestid.HEADER), requestid.current()))
+
+    bus.subscribe(topic, "group", handler)
+    bus.start()
+    with requestid.bind("req-0123456789"):
+        sent = bus.publish(topic, {"n": 1})
+        bus.publish(topic, {"n": 2}, headers={requestid.HEADER: "own-id-42424242"})
+    bus.publish(topic, {"n": 3})
+    assert sent.headers[requestid.HEADER] == "req-0123456789"
+    wait_until(lambda: len(seen) == 3)
+    assert sorted(seen, key=str) == sorted(
+        [
+            ("req-0123456789", "req-0123456789"),
+            ("own-id-42424242", "own-id-42424242"),
+            (None, None),
+        ],
+        key=str,
+    )
+    assert requestid.current() is None
 
 
 def test_replayed_dead_letters_are_handled_again_from_attempt_one(bus: Bus, topic: str) -> None:

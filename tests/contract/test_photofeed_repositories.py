@@ -9,6 +9,7 @@ so tests never see each other's rows even on the module-scoped PostgreSQL databa
 
 from __future__ import annotations
 
+import random
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -766,3 +767,15 @@ def test_rows_live_on_the_shard_of_their_logical_shard(tmp_path: Path) -> None:
             found = conn.execute(sa.text("SELECT id FROM photofeed_users")).scalars().all()
         assert user.id in found
     databases.dispose()
+
+
+def test_the_oldest_pending_event_is_reported_until_it_is_sent(repos: Repos) -> None:
+    owner = new_user()
+    # Older than anything another test leaves pending in a shared database.
+    oldest = -1_000_000_000.0 - random.random()
+    event = event_for(owner.id, at=oldest)
+    repos.photos.add(new_photo(owner, 1.0), event)
+    assert repos.outbox.oldest_pending_at() == oldest
+    repos.outbox.mark_sent([event.id], now=5.0)
+    after = repos.outbox.oldest_pending_at()
+    assert after is None or after > oldest

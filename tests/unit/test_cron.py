@@ -487,3 +487,50 @@ def test_cron_job_and_scheduler_validate_their_arguments() -> None:
     with pytest.raises(InvalidInput, match="owner"):
         Scheduler(MemoryJobLedger(), [job], owner="")
     assert Scheduler(MemoryJobLedger(), [job]).owner  # a default unique to the process
+
+
+def test_stats_count_runs_and_the_slots_that_ended_undone() -> None:
+    clock = ManualClock(start=utc("2024-01-01T00:00:10"))
+    ledger = MemoryJobLedger(clock=clock)
+    healthy = {"ok": True}
+
+    def job(_context: JobContext) -> None:
+        if not healthy["ok"]:
+            raise RuntimeError("down")
+
+    scheduler = Scheduler(
+        ledger, [CronJob(name="tick", schedule="every 1m", function=job)], clock=clock
+    )
+    scheduler.run_due()  # 00:00 runs
+    clock.advance(60)
+    healthy["ok"] = False
+    scheduler.run_due()  # 00:01 fails (and is retried at every poll of that minute)
+    scheduler.run_due()
+    assert scheduler.stats.missed() == {}
+    clock.advance(60)
+    scheduler.run_due()  # 00:02: 00:01 ended undone
+    assert scheduler.stats.missed() == {"tick": 1}
+    clock.advance(180)
+    healthy["ok"] = True
+    scheduler.run_due()  # 00:05: 00:02 ended undone, 00:03 and 00:04 were never looked at
+    assert scheduler.stats.missed() == {"tick": 4}
+    assert scheduler.stats.runs() == {("tick", "ran"): 2, ("tick", "failed"): 3}
+    clock.advance(60)
+    scheduler.run_due()  # 00:06: 00:05 ran
+    assert scheduler.stats.missed() == {"tick": 4}
+
+
+def test_a_slot_another_scheduler_completed_is_not_missed() -> None:
+    clock = ManualClock(start=utc("2024-01-01T00:00:10"))
+    ledger = MemoryJobLedger(clock=clock)
+    jobs = [CronJob(name="tick", schedule="every 1m", function=lambda _c: None)]
+    first = Scheduler(ledger, jobs, owner="a", clock=clock)
+    second = Scheduler(ledger, jobs, owner="b", clock=clock)
+    for _ in range(3):
+        second.run_due()  # sees the slot claimed or done by the first one
+        first.run_due()
+        clock.advance(60)
+    first.run_due()
+    second.run_due()
+    assert first.stats.missed() == second.stats.missed() == {}
+    assert sum(s.stats.runs().get(("tick", "ran"), 0) for s in (first, second)) == 4

@@ -1385,11 +1385,13 @@ class RabbitMqBus(RepliesOverTopics):
         ready_queues += [self._retry_queue(topic, group, delay) for delay in self._retry_ms]
         dead_queue = self._dead_queue(topic, group)
 
-        def count(channel: BlockingChannel) -> QueueDepth:
-            ready = sum(_message_count(channel, name) for name in ready_queues)
-            return QueueDepth(ready=ready, dead=_message_count(channel, dead_queue))
+        def count(name: str) -> int:
+            # One operation per queue: a missing queue closes the channel it was asked on.
+            return self._admin.run(
+                lambda channel: _message_count(channel, name), f"counting the messages of {name}"
+            )
 
-        return self._admin.run(count, f"counting the messages of {topic}/{group}")
+        return QueueDepth(ready=sum(count(name) for name in ready_queues), dead=count(dead_queue))
 
     def dead_letters(self, topic: str, group: str) -> list[Message]:
         """The dead letters of (topic, group), oldest first, each with its last attempt.
