@@ -181,6 +181,19 @@ def _build_databases(settings: Settings, closer: Closer) -> Any:
     return databases
 
 
+def _database_stats(settings: Settings, databases: Callable[[], Any]) -> list[tuple[Any, ...]]:
+    """(store, shard, role, queries, connections in use, pool size) of every database
+    engine of the service's SQL stores; none when its repositories are in memory (the
+    databases are then never built)."""
+    if settings.photofeed()[0] != "sql":
+        return []
+    return [
+        (store, item.shard, item.role, item.queries, item.in_use, item.size)
+        for store, items in databases().pool_stats().items()
+        for item in items
+    ]
+
+
 def _build_repositories(settings: Settings, databases: Callable[[], Any]) -> PhotoFeedRepositories:
     backend, _ = settings.photofeed()
     if backend == "memory":
@@ -307,6 +320,8 @@ class Container(containers.DeclarativeContainer):
     photofeed_settings = providers.Singleton(_photofeed_settings, settings)
     # The databases are built only for SQL repositories: hence the provider, not its value.
     repositories = providers.Singleton(_build_repositories, settings, databases.provider)
+    #: Called anew each time: the current queries and pool use of the SQL stores.
+    database_stats = providers.Callable(_database_stats, settings, databases.provider)
     password_hasher = providers.Singleton(_build_hasher, settings)
     image_processor = providers.Singleton(_build_images, settings)
     photofeed = providers.Singleton(

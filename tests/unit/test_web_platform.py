@@ -377,3 +377,33 @@ def test_two_apps_do_not_share_state(tmp_path: Path) -> None:
     second = Web(tmp_path / "two")
     first.user("ada")
     assert second.client().get("/api/users/ada").status_code == 404
+
+
+def test_metrics_show_queries_and_pool_use_of_the_sql_stores(tmp_path: Path) -> None:
+    from entrypoints.config import load_settings
+    from entrypoints.container import close_adapters, create_container, create_tables
+    from entrypoints.web import create_app
+
+    config = tmp_path / "scalecore.toml"
+    config.write_text(f'[deployment]\ndata_dir = "{tmp_path}"\n\n[bus]\nmode = "sync"\n')
+    container = create_container(load_settings(str(config)))
+    try:
+        create_tables(container)
+        client = create_app(container).test_client()
+        assert client.get("/api/users/nobody").status_code == 404
+        text = client.get("/metrics").get_data(as_text=True)
+    finally:
+        close_adapters(container)
+    samples = parse_samples(text)
+    queries = [
+        (dict(labels), value)
+        for (name, labels), value in samples.items()
+        if name == "scalecore_db_queries_total"
+    ]
+    assert queries, text
+    labels, value = queries[0]
+    assert (labels["shard"], labels["role"]) == ("0", "primary")
+    assert "users" in labels["store"].split("+")
+    assert value >= 1
+    assert any(name == "scalecore_db_pool_size" for name, _ in samples)
+    assert any(name == "scalecore_db_pool_connections_in_use" for name, _ in samples)

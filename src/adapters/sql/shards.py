@@ -44,7 +44,7 @@ from scalecore.errors import BackendUnavailable, ConfigError, InvalidInput, NotF
 from scalecore.ports.sharding import ShardKey, ShardRouter
 from scalecore.routing import make_router
 
-__all__ = ["Databases", "ShardConfig", "ShardedDatabase"]
+__all__ = ["Databases", "PoolStats", "ShardConfig", "ShardedDatabase"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -59,6 +59,19 @@ class ShardConfig:
 
     url: str
     replicas: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class PoolStats:
+    """One engine of a sharded database, for metrics: the physical shard, whether it is
+    the ``primary`` or a ``replica``, statements run since it was made, and its pool's
+    connections in use (checked out) and size (0 for pools without a fixed size)."""
+
+    shard: int
+    role: str
+    queries: int
+    in_use: int
+    size: int
 
 
 def _parse_shards(shards: object, where: str) -> list[ShardConfig]:
@@ -141,6 +154,8 @@ class ShardedDatabase:
         self._max_workers = min(max_workers, len(self._shards))
         self._lock = threading.Lock()
         self._engines: dict[str, sa.Engine] = {}
+        # Statements run per engine URL, counted by a SQLAlchemy event (for metrics).
+        self._queries: dict[str, int] = {}
         self._replica_turns = [itertools.count() for _ in self._shards]
         self._executor: ThreadPoolExecutor | None = None
 
@@ -178,8 +193,34 @@ class ShardedDatabase:
             engine = self._engines.get(url)
             if engine is None:
                 engine = make_engine(url, create_database=self._create_database and primary)
+                self._queries.setdefault(url, 0)
+                sa.event.listen(engine, "before_cursor_execute", self._counter(url))
                 self._engines[url] = engine
             return engine
+
+    def _counter(self, url: str) -> Callable[..., None]:
+        def count(*_args: Any) -> None:
+            with self._lock:
+                self._queries[url] += 1
+
+        return count
+
+    def pool_stats(self) -> list[PoolStats]:
+        """Queries and pool use of every engine made so far (none is made here)."""
+        with self._lock:
+            engines = dict(self._engines)
+            queries = dict(self._queries)
+        stats = []
+        for index, config in enumerate(self._shards):
+            for url, role in [(config.url, "primary")] + [(r, "replica") for r in config.replicas]:
+                engine = engines.get(url)
+                if engine is None:
+                    continue
+                pool: Any = engine.pool
+                in_use = pool.checkedout() if hasattr(pool, "checkedout") else 0
+                size = pool.size() if hasattr(pool, "size") else 0
+                stats.append(PoolStats(index, role, queries.get(url, 0), int(in_use), int(size)))
+        return stats
 
     @contextlib.contextmanager
     def unit_of_work(
@@ -437,6 +478,17 @@ class Databases:
         """Drop every store's tables on every one of its shards; idempotent."""
         for database in self._distinct():
             database.drop_schema()
+
+    def pool_stats(self) -> dict[str, list[PoolStats]]:
+        """:meth:`ShardedDatabase.pool_stats` by store; stores that share their databases
+        are reported once, under their names joined by ``+``."""
+        names: dict[int, list[str]] = {}
+        databases: dict[int, ShardedDatabase] = {}
+        for name in self.names:
+            database = self._stores[name]
+            names.setdefault(id(database), []).append(name)
+            databases[id(database)] = database
+        return {"+".join(names[key]): database.pool_stats() for key, database in databases.items()}
 
     def dispose(self) -> None:
         """Close every connection pool and worker thread."""

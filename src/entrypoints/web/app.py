@@ -104,6 +104,7 @@ def _base_app(
             outbox=(lambda: service.outbox) if outbox else None,
             cron=cron,
             feed=feed,
+            databases=container.database_stats,
             clock=lambda: container.clock().now(),
         ),
         multiprocess_dir=multiprocess_dir(),

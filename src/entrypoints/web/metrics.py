@@ -30,7 +30,10 @@ Metric names (every counter's samples end in ``_total``):
 - ``scalecore_feed_events_applied_total{topic}``, ``scalecore_feed_entries_written_total``
   (on a worker);
 - ``scalecore_cron_runs_total{job,outcome}``, ``scalecore_cron_missed_slots_total{job}``
-  (on a scheduler).
+  (on a scheduler);
+- ``scalecore_db_queries_total{store,shard,role}``, and the gauges
+  ``scalecore_db_pool_connections_in_use`` and ``scalecore_db_pool_size`` (same labels;
+  summed over the live workers of a web instance).
 """
 
 from __future__ import annotations
@@ -85,7 +88,9 @@ class MetricSources:
     ``caches``: CacheStats-like objects (``snapshot() -> dict``) by cache name. ``bus``:
     the process's Bus (its ``stats``, and ``depth`` of each of ``queues``). ``outbox``:
     the outbox repository whose backlog to report. ``cron``: a scheduler's CronStats.
-    ``feed``: the feed worker (``counters()``). Sources a process lacks stay ``None``.
+    ``feed``: the feed worker (``counters()``). ``databases``: (store, shard, role,
+    queries, connections in use, pool size) of each SQL engine. Sources a process lacks
+    stay ``None``.
     """
 
     caches: Callable[[], Mapping[str, Any]] = dict
@@ -94,6 +99,7 @@ class MetricSources:
     outbox: Callable[[], Any] | None = None
     cron: Callable[[], Any] | None = None
     feed: Callable[[], Any] | None = None
+    databases: Callable[[], Iterable[tuple[Any, ...]]] | None = None
     clock: Callable[[], float] = time.time
 
 
@@ -186,6 +192,29 @@ class Metrics:
                 ("topic", "group", "outcome"),
             )
         )
+        self._db_queries = _Mirror(
+            counter(
+                "scalecore_db_queries",
+                "SQL statements run, by logical store, physical shard and role "
+                "(primary or replica).",
+                ("store", "shard", "role"),
+            )
+        )
+        # Summed over the live processes of a web instance: the host's connections.
+        self._db_in_use = prom.Gauge(
+            "scalecore_db_pool_connections_in_use",
+            "Pooled database connections checked out, by store, shard and role.",
+            ("store", "shard", "role"),
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._db_size = prom.Gauge(
+            "scalecore_db_pool_size",
+            "Connections a database pool keeps open (0 for pools without a fixed size).",
+            ("store", "shard", "role"),
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self._feed_applied: _Mirror | None = None
         self._feed_written: _Mirror | None = None
         if sources.feed is not None:
@@ -262,6 +291,7 @@ class Metrics:
                 ("bus", self._sync_bus),
                 ("feed worker", self._sync_feed),
                 ("cron", self._sync_cron),
+                ("database", self._sync_databases),
             ):
                 try:
                     step()
@@ -309,6 +339,18 @@ class Metrics:
             ((job, outcome), float(n)) for (job, outcome), n in stats.runs().items()
         )
         self._cron_missed.update(((job,), float(n)) for job, n in stats.missed().items())
+
+    def _sync_databases(self) -> None:
+        if self.sources.databases is None:
+            return
+        rows = list(self.sources.databases())
+        self._db_queries.update(
+            ((str(store), str(shard), str(role)), float(queries))
+            for store, shard, role, queries, _in_use, _size in rows
+        )
+        for store, shard, role, _queries, in_use, size in rows:
+            self._db_in_use.labels(str(store), str(shard), str(role)).set(in_use)
+            self._db_size.labels(str(store), str(shard), str(role)).set(size)
 
     def _read_backends(self) -> None:
         """Set the gauges that ask a backend (at scrape time only); a backend that fails

@@ -7,7 +7,7 @@ a port or the service (an import-linter contract holds it to that).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import attrs
@@ -47,6 +47,8 @@ class ServiceContainer(Protocol):
     def clock(self) -> Clock: ...
 
     def readiness(self) -> Mapping[str, Callable[[], None]]: ...
+
+    def database_stats(self) -> Iterable[tuple[Any, ...]]: ...
 
 
 _EXTENSION = "scalecore"
