@@ -506,6 +506,28 @@ def test_put_bytes_then_read_them_back_with_their_metadata(blob_store: BlobStore
     same_info(listed, info)
 
 
+def test_stats_count_operations_and_bytes(blob_store: BlobStore) -> None:
+    blob_store.put("stats/a", b"12345")
+    blob_store.put("stats/b", io.BytesIO(b"123"))
+    assert blob_store.get("stats/a") == b"12345"
+    blob_store.head("stats/b")
+    with pytest.raises(NotFound):
+        blob_store.open("stats/none")
+    with pytest.raises(InvalidKey):
+        blob_store.head("../escape")
+    blob_store.list("stats/")
+    blob_store.delete("stats/a")
+    assert blob_store.stats.operations() == {
+        ("put", "ok"): 2,
+        ("open", "ok"): 2,
+        ("head", "ok"): 1,
+        ("head", "error"): 1,
+        ("list", "ok"): 1,
+        ("delete", "ok"): 1,
+    }
+    assert blob_store.stats.bytes() == {"put": 8, "open": 5}
+
+
 def test_metadata_defaults(blob_store: BlobStore) -> None:
     info = blob_store.put("plain", b"x")
     assert (info.content_type, info.cache_control, info.expires) == (

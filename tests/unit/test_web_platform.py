@@ -240,6 +240,9 @@ def test_metrics_expose_http_cache_and_bus_counters(web: Web) -> None:
     assert value('scalecore_cache_requests_total{cache="cache",result="miss"}') >= 0
     assert any(name == "scalecore_cache_loads_total" and v >= 1 for (name, _), v in samples.items())
     assert value('scalecore_bus_published_total{topic="photo.uploaded"}') == 1
+    # The upload put the photo and its thumbnail.
+    assert value('scalecore_blob_operations_total{operation="put",outcome="ok"}') == 2
+    assert value('scalecore_blob_bytes_total{operation="put"}') > 0
     assert (
         value(
             'scalecore_bus_handled_total{group="feed-fanout",outcome="ok",topic="photo.uploaded"}'

@@ -105,6 +105,7 @@ def _base_app(
             cron=cron,
             feed=feed,
             databases=container.database_stats,
+            blobs=container.blobs,
             clock=lambda: container.clock().now(),
         ),
         multiprocess_dir=multiprocess_dir(),

@@ -33,7 +33,8 @@ Metric names (every counter's samples end in ``_total``):
   (on a scheduler);
 - ``scalecore_db_queries_total{store,shard,role}``, and the gauges
   ``scalecore_db_pool_connections_in_use`` and ``scalecore_db_pool_size`` (same labels;
-  summed over the live workers of a web instance).
+  summed over the live workers of a web instance);
+- ``scalecore_blob_operations_total{operation,outcome}``, ``scalecore_blob_bytes_total{operation}``.
 """
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ class MetricSources:
     the process's Bus (its ``stats``, and ``depth`` of each of ``queues``). ``outbox``:
     the outbox repository whose backlog to report. ``cron``: a scheduler's CronStats.
     ``feed``: the feed worker (``counters()``). ``databases``: (store, shard, role,
-    queries, connections in use, pool size) of each SQL engine. Sources a process lacks
-    stay ``None``.
+    queries, connections in use, pool size) of each SQL engine. ``blobs``: the blob
+    store (its ``stats``). Sources a process lacks stay ``None``.
     """
 
     caches: Callable[[], Mapping[str, Any]] = dict
@@ -100,6 +101,7 @@ class MetricSources:
     cron: Callable[[], Any] | None = None
     feed: Callable[[], Any] | None = None
     databases: Callable[[], Iterable[tuple[Any, ...]]] | None = None
+    blobs: Callable[[], Any] | None = None
     clock: Callable[[], float] = time.time
 
 
@@ -215,6 +217,20 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self._blob_operations = _Mirror(
+            counter(
+                "scalecore_blob_operations",
+                "Blob store operations (put, open, head, delete, list) by outcome (ok, error).",
+                ("operation", "outcome"),
+            )
+        )
+        self._blob_bytes = _Mirror(
+            counter(
+                "scalecore_blob_bytes",
+                "Bytes of the objects put into and opened from the blob store.",
+                ("operation",),
+            )
+        )
         self._feed_applied: _Mirror | None = None
         self._feed_written: _Mirror | None = None
         if sources.feed is not None:
@@ -292,6 +308,7 @@ class Metrics:
                 ("feed worker", self._sync_feed),
                 ("cron", self._sync_cron),
                 ("database", self._sync_databases),
+                ("blob store", self._sync_blobs),
             ):
                 try:
                     step()
@@ -339,6 +356,16 @@ class Metrics:
             ((job, outcome), float(n)) for (job, outcome), n in stats.runs().items()
         )
         self._cron_missed.update(((job,), float(n)) for job, n in stats.missed().items())
+
+    def _sync_blobs(self) -> None:
+        if self.sources.blobs is None:
+            return
+        stats = self.sources.blobs().stats
+        self._blob_operations.update(
+            ((operation, outcome), float(n))
+            for (operation, outcome), n in stats.operations().items()
+        )
+        self._blob_bytes.update(((operation,), float(n)) for operation, n in stats.bytes().items())
 
     def _sync_databases(self) -> None:
         if self.sources.databases is None:

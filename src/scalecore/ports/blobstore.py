@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import functools
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import attrs
 
 from scalecore.capabilities import Capability
 
-__all__ = ["DEFAULT_CONTENT_TYPE", "BlobInfo", "BlobPage", "BlobStore", "BlobStream"]
+__all__ = [
+    "DEFAULT_CONTENT_TYPE",
+    "BlobInfo",
+    "BlobPage",
+    "BlobStats",
+    "BlobStore",
+    "BlobStream",
+]
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
@@ -103,6 +113,72 @@ class BlobStream:
         self.close()
 
 
+class BlobStats:
+    """Counters of one blob store in this process: operations by name (``put``, ``open``,
+    ``head``, ``delete``, ``list``) and outcome (``ok``; ``error`` for anything raised,
+    a refused key included, but ``NotFound``, which is ``ok``: the store answered), and
+    the bytes of the objects put and opened (their sizes,
+    whether or not a reader read a stream to its end). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._operations: Counter[tuple[str, str]] = Counter()
+        self._bytes: Counter[str] = Counter()
+
+    def record(self, operation: str, outcome: str, size: int = 0) -> None:
+        with self._lock:
+            self._operations[(operation, outcome)] += 1
+            if size:
+                self._bytes[operation] += size
+
+    def operations(self) -> dict[tuple[str, str], int]:
+        """(operation, outcome) -> count, a copy."""
+        with self._lock:
+            return dict(self._operations)
+
+    def bytes(self) -> dict[str, int]:
+        """operation (``put`` or ``open``) -> bytes, a copy."""
+        with self._lock:
+            return dict(self._bytes)
+
+
+_COUNTED_OPERATIONS = ("put", "open", "head", "delete", "list")
+_STATS_LOCK = threading.Lock()
+_counting = threading.local()
+
+
+def _counted(operation: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` of an adapter, counted in the store's :class:`BlobStats` (once, even
+    when a subclass's override calls the adapter's own through ``super()``)."""
+    from scalecore.errors import NotFound
+
+    @functools.wraps(method)
+    def counted(self: BlobStore, *args: Any, **kwargs: Any) -> Any:
+        if getattr(_counting, "active", False):
+            return method(self, *args, **kwargs)
+        _counting.active = True
+        try:
+            result = method(self, *args, **kwargs)
+        except NotFound:
+            self.stats.record(operation, "ok")
+            raise
+        except Exception:
+            self.stats.record(operation, "error")
+            raise
+        finally:
+            _counting.active = False
+        size = 0
+        if operation == "put":
+            size = int(getattr(result, "size", 0) or 0)
+        elif operation == "open":
+            size = int(getattr(getattr(result, "info", None), "size", 0) or 0)
+        self.stats.record(operation, "ok", size)
+        return result
+
+    counted.__scalecore_counted__ = True  # type: ignore[attr-defined]
+    return counted
+
+
 class BlobStore(abc.ABC):
     """Named byte objects with content type, Cache-Control and a content hash.
 
@@ -113,9 +189,31 @@ class BlobStore(abc.ABC):
 
     Capabilities: ``SHARED`` (every process sees the same objects), ``DIRECT_URL``
     (:meth:`url_for`), ``DURABLE`` (objects survive a restart).
+
+    Every adapter's ``put``, ``open``, ``head``, ``delete`` and ``list`` are counted in
+    :attr:`stats` (a :class:`BlobStats`) by this class, so adapters do nothing for it.
     """
 
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every adapter is counted the same way without doing anything for it: its own
+        # put, open, head, delete and list are wrapped to feed ``stats``.
+        super().__init_subclass__(**kwargs)
+        for operation in _COUNTED_OPERATIONS:
+            method = cls.__dict__.get(operation)
+            if callable(method) and not getattr(method, "__scalecore_counted__", False):
+                setattr(cls, operation, _counted(operation, method))
+
+    @property
+    def stats(self) -> BlobStats:
+        """Operations and bytes of this store in this process, for metrics."""
+        stats = self.__dict__.get("_blob_stats")
+        if stats is None:
+            with _STATS_LOCK:
+                stats = self.__dict__.setdefault("_blob_stats", BlobStats())
+        assert isinstance(stats, BlobStats)
+        return stats
 
     @abc.abstractmethod
     def put(
