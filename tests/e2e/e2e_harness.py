@@ -218,6 +218,15 @@ def start_distributed(workdir: Path) -> Deployment:
         web.logs.append(log)
     web.name = "distributed"
     wait_until_healthy(web, timeout=60)
+    # Ready once each part says so (its signal handlers are installed by then, so a stop
+    # right away is still a clean one).
+    for part, log in zip(("worker", "scheduler"), web.logs[1:], strict=True):
+        deadline = time.monotonic() + START_TIMEOUT
+        while f"scalecore {part}: " not in log.read_text(errors="replace"):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in web.processes):
+                web.stop()
+                pytest.fail(f"scalecore {part} did not start:\n{web.output()}", pytrace=False)
+            time.sleep(0.1)
     return web
 
 

@@ -26,6 +26,7 @@ from entrypoints.web.readonly import install_read_only
 from entrypoints.web.requestlog import install_request_log
 from entrypoints.web.sessions import install_sessions
 from entrypoints.web.state import ServiceContainer, WebState, attach
+from scalecore.photofeed.events import TOPOLOGY
 
 __all__ = ["MULTIPART_OVERHEAD", "create_app", "create_ops_app"]
 
@@ -101,6 +102,7 @@ def _base_app(
             caches=lambda: _cache_stats(container, service),
             bus=container.bus,
             queues=queues,
+            topology=TOPOLOGY,
             outbox=(lambda: service.outbox) if outbox else None,
             cron=cron,
             feed=feed,

@@ -48,6 +48,8 @@ from typing import Any, Final
 
 import attrs
 
+from scalecore.busstats import OUTCOMES
+
 __all__ = [
     "CONTENT_TYPE",
     "DEFAULT_BUCKETS",
@@ -87,7 +89,8 @@ class MetricSources:
     """Where the counters kept by the core come from, read on every sync.
 
     ``caches``: CacheStats-like objects (``snapshot() -> dict``) by cache name. ``bus``:
-    the process's Bus (its ``stats``, and ``depth`` of each of ``queues``). ``outbox``:
+    the process's Bus (its ``stats``, and ``depth`` of each of ``queues``); the bus
+    counters of every (topic, group) of ``topology`` show from the start, at 0. ``outbox``:
     the outbox repository whose backlog to report. ``cron``: a scheduler's CronStats.
     ``feed``: the feed worker (``counters()``). ``databases``: (store, shard, role,
     queries, connections in use, pool size) of each SQL engine. ``blobs``: the blob
@@ -97,6 +100,7 @@ class MetricSources:
     caches: Callable[[], Mapping[str, Any]] = dict
     bus: Callable[[], Any] | None = None
     queues: tuple[tuple[str, str], ...] = ()
+    topology: tuple[tuple[str, str], ...] = ()
     outbox: Callable[[], Any] | None = None
     cron: Callable[[], Any] | None = None
     feed: Callable[[], Any] | None = None
@@ -334,11 +338,19 @@ class Metrics:
         if bus is None:
             return
         snapshot = bus.stats.snapshot()
-        self._published.update(((topic,), float(n)) for topic, n in snapshot.published.items())
-        self._handled.update(
+        published = {(topic,): 0.0 for topic, _group in self.sources.topology}
+        published.update(((topic,), float(n)) for topic, n in snapshot.published.items())
+        handled = {
+            (topic, group, outcome): 0.0
+            for topic, group in self.sources.topology
+            for outcome in OUTCOMES
+        }
+        handled.update(
             ((topic, group, outcome), float(n))
             for (topic, group, outcome), n in snapshot.handled.items()
         )
+        self._published.update(published.items())
+        self._handled.update(handled.items())
 
     def _sync_feed(self) -> None:
         feed = self.sources.feed() if self.sources.feed is not None else None
