@@ -172,13 +172,25 @@ def test_sighup_replaces_every_worker_three_times_without_a_failed_request(
     tmp_path: Path,
 ) -> None:
     env = fleet_env(tmp_path)
+    # The config is a file of the test's own, changed between the reloads.
+    config = tmp_path / "fleet.toml"
+    original = Path(env["SCALECORE_CONFIG"]).read_text()
+    config.write_text(original + '\n[logging]\nformat = "json"\n')
+    env["SCALECORE_CONFIG"] = str(config)
+    del env["SCALECORE_LOGGING__FORMAT"]
     web = start_web(tmp_path, env, "web", workers=3)
     master = web.processes[0]
+    configs = [
+        '\n[logging]\nformat = "xml"\n',  # invalid: the workers keep the previous config
+        '\n[logging]\nformat = "text"\n',  # valid: the new workers log text lines
+        '\n[logging]\nformat = "json"\n',
+    ]
     try:
         poll(lambda: booted_workers(web) >= 3, timeout=30)
         with SteadyLoad(web.base_url) as load:
             time.sleep(1.0)
-            for reload in range(1, 4):
+            for reload, logging_section in enumerate(configs, start=1):
+                config.write_text(original + logging_section)
                 master.send_signal(signal.SIGHUP)
                 deadline = time.monotonic() + 30
                 while booted_workers(web) < 3 * (reload + 1):
@@ -197,6 +209,12 @@ def test_sighup_replaces_every_worker_three_times_without_a_failed_request(
         )
         assert counted == load.sent
         assert master.poll() is None
+        output = web.output()
+        assert "config reload failed" in output
+        assert "logging.format" in output
+        # The second reload's workers wrote text access lines, the others JSON.
+        assert re.search(r" INFO scalecore\.access \[\w+\]: GET /api/users/nobody-here 404", output)
+        assert '"logger": "scalecore.access"' in output.split("config reload failed")[0]
     finally:
         codes = web.stop()
     assert codes == [0], web.output()
