@@ -27,6 +27,9 @@ The file has one table per port plus ``[deployment]``, ``[database]``, ``[web]``
     format = "text"             # "json": one JSON object per line (see entrypoints.logs)
     level = "info"              # debug, info, warning or error
 
+    [tracing]                   # OpenTelemetry (extra "tracing"; see entrypoints.tracing)
+    exporter = "none"           # "otlp" or "console" to send spans
+
     [photofeed]
     repositories = "sql"        # "sql" (on [database]) or "memory" (one process, tests)
     max_upload_bytes = 10485760 # any other key is a field of PhotoFeedSettings
@@ -65,6 +68,7 @@ __all__ = [
     "LOG_FORMATS",
     "LOG_LEVELS",
     "PORT_SECTIONS",
+    "TRACING_DEFAULTS",
     "WEB_DEFAULTS",
     "Settings",
     "load_settings",
@@ -103,6 +107,13 @@ WEB_DEFAULTS: Mapping[str, Any] = {
 LOGGING_DEFAULTS: Mapping[str, str] = {"format": "text", "level": "info"}
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+#: [tracing] keys and their defaults (see entrypoints.tracing); the exporters known.
+TRACING_DEFAULTS: Mapping[str, str] = {
+    "exporter": "none",
+    "endpoint": "",
+    "service_name": "scalecore",
+}
+TRACE_EXPORTERS = ("none", "otlp", "console")
 #: The longest signed media URL lifetime (a week, as S3 allows).
 MAX_MEDIA_URL_EXPIRES = 7 * 24 * 3600
 
@@ -115,7 +126,9 @@ PHOTOFEED_ADAPTERS = ("password_hasher", "images")
 
 _DATABASE_KEYS = frozenset({"strategy", "shards", "pins", "create_databases", "stores"})
 _STRATEGIES = ("modulo", "jump", "directory")
-_SECTIONS = frozenset({"deployment", "database", "web", "logging", "photofeed", *PORT_SECTIONS})
+_SECTIONS = frozenset(
+    {"deployment", "database", "web", "logging", "tracing", "photofeed", *PORT_SECTIONS}
+)
 
 
 @attrs.frozen
@@ -148,6 +161,12 @@ class Settings:
     def logging(self) -> Mapping[str, Any]:
         """The validated ``[logging]`` table, defaults filled in."""
         section: Mapping[str, Any] = self.data["logging"]
+        return section
+
+    @property
+    def tracing(self) -> Mapping[str, Any]:
+        """The validated ``[tracing]`` table, defaults filled in."""
+        section: Mapping[str, Any] = self.data["tracing"]
         return section
 
     @property
@@ -269,6 +288,9 @@ def _with_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
     logging_section = data.setdefault("logging", {})
     for key, value in LOGGING_DEFAULTS.items():
         logging_section.setdefault(key, value)
+    tracing_section = data.setdefault("tracing", {})
+    for key, value in TRACING_DEFAULTS.items():
+        tracing_section.setdefault(key, value)
     data.setdefault("photofeed", {}).setdefault("repositories", "sql")
     return data
 
@@ -298,6 +320,7 @@ def _validate(data: Mapping[str, Any]) -> None:
     _validate_database(data["database"], "database")
     _validate_web(data["web"])
     _validate_logging(data["logging"])
+    _validate_tracing(data["tracing"])
     _validate_photofeed(data["photofeed"])
 
 
@@ -330,6 +353,25 @@ def _validate_logging(section: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"must be one of {', '.join(allowed)}, got {section[key]!r}", key=f"logging.{key}"
             )
+
+
+def _validate_tracing(section: Mapping[str, Any]) -> None:
+    _check_keys(section, TRACING_DEFAULTS.keys(), "tracing")
+    for key in TRACING_DEFAULTS:
+        if not isinstance(section[key], str):
+            raise ConfigError(f"must be a string, got {section[key]!r}", key=f"tracing.{key}")
+    if section["exporter"] not in TRACE_EXPORTERS:
+        raise ConfigError(
+            f"must be one of {', '.join(TRACE_EXPORTERS)}, got {section['exporter']!r}",
+            key="tracing.exporter",
+        )
+    if not section["service_name"]:
+        raise ConfigError("must not be empty", key="tracing.service_name")
+    endpoint = section["endpoint"]
+    if endpoint and not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"must be an http(s) URL or empty, got {endpoint!r}", key="tracing.endpoint"
+        )
 
 
 def _validate_photofeed(section: Mapping[str, Any]) -> None:

@@ -61,6 +61,18 @@ def configure_logging(settings: Settings | None = None) -> None:
     configure(settings.logging if settings is not None else None)
 
 
+@contextmanager
+def _traced(settings: Settings, role: str) -> Iterator[None]:
+    """OpenTelemetry on for the block if ``[tracing]`` says so; spans flushed at its end."""
+    from entrypoints.tracing import configure_tracing, shutdown_tracing
+
+    configure_tracing(settings.tracing, role=role)
+    try:
+        yield
+    finally:
+        shutdown_tracing()
+
+
 def _single_process_metrics() -> None:
     """A process that is not a gunicorn worker keeps its metrics in memory: a multiprocess
     directory inherited from the environment is not its own."""
@@ -272,7 +284,7 @@ def run_all(settings: Settings, host: str, port: int, *, echo: Callable[[str], N
     threads: list[threading.Thread] = []
     bus = None
     server = None
-    with stop_on_signals(stop):
+    with stop_on_signals(stop), _traced(settings, "run"):
         try:
             create_tables(container)
             scheduler = _scheduler(container)
@@ -348,7 +360,7 @@ def run_worker(
     stop = threading.Event()
     bus = None
     relay_thread = None
-    with stop_on_signals(stop):
+    with stop_on_signals(stop), _traced(settings, "worker"):
         try:
             declare_topology(container)
             bus = _start_consumers(container)
@@ -387,7 +399,7 @@ def run_scheduler(
     for problem in apart_warnings(settings, "scheduler"):
         warn(problem)
     stop = threading.Event()
-    with stop_on_signals(stop):
+    with stop_on_signals(stop), _traced(settings, "scheduler"):
         try:
             scheduler = _scheduler(container)
             names = ", ".join(f"{job.name} ({job.schedule})" for job in scheduler.jobs)
@@ -491,10 +503,13 @@ def run_web(
 
         def load(self) -> Any:
             # Runs in each worker after the fork: its own container, adapters and pools.
+            from entrypoints.tracing import configure_tracing
             from entrypoints.web import create_app
             from scalecore.capabilities import Capability
 
             configure_logging(current["settings"])
+            # After the fork: the span exporter's thread belongs to this worker.
+            configure_tracing(current["settings"].tracing, role="web")
             container = create_container(current["settings"])
             app = create_app(container)
             if Capability.SHARED in container.bus().capabilities:
@@ -505,8 +520,11 @@ def run_web(
             return app
 
         def _worker_exit(self, _server: Any, _worker: Any) -> None:
+            from entrypoints.tracing import shutdown_tracing
+
             if self.container is not None:
                 close_adapters(self.container)
+            shutdown_tracing()
 
     runtime = WebRuntime.create()
     echo(f"scalecore web: runtime files (worker metrics, control socket) in {runtime.root}")

@@ -20,7 +20,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 
-from scalecore import requestid
+from scalecore import propagation
 from scalecore.errors import BackendUnavailable, InvalidInput
 from scalecore.ports.bus import Bus, Message, Subscription, validate_name
 from scalecore.types import JSONValue
@@ -105,12 +105,11 @@ def check_headers(headers: object) -> dict[str, str]:
 
 
 def outgoing_headers(headers: object) -> dict[str, str]:
-    """:func:`check_headers`, plus the current request id as ``x-request-id`` when there
-    is one and ``headers`` does not name its own."""
+    """:func:`check_headers`, plus what :func:`scalecore.propagation.inject` adds: the
+    current request id as ``x-request-id`` (unless ``headers`` names its own) and the
+    headers of any installed propagator (trace context)."""
     checked = check_headers(headers)
-    current = requestid.current()
-    if current is not None:
-        checked.setdefault(requestid.HEADER, current)
+    propagation.inject(checked)
     return checked
 
 

@@ -44,7 +44,7 @@ from adapters.bus import (
     outgoing_headers,
     unpack_reply,
 )
-from scalecore import requestid
+from scalecore import propagation
 from scalecore.busstats import BusStats
 from scalecore.capabilities import Capability
 from scalecore.clock import Clock, SystemClock
@@ -436,7 +436,9 @@ class InProcessBus(RepliesOverTopics):
         self._local.handling = self._handling() + 1
         failed = True
         message = envelope.to_message()
-        bound = requestid.set_current(requestid.parse(message.headers.get(requestid.HEADER)))
+        # The message's request id (and trace context) is current for the handler's lines.
+        scope = propagation.handling(message)
+        scope.__enter__()
         try:
             subscription.handler(message)
             failed = False
@@ -455,7 +457,7 @@ class InProcessBus(RepliesOverTopics):
             # Also reached on BaseException (a dying worker): the message is then retried.
             self._local.handling -= 1
             self._settle(queue, envelope, failed=failed)
-            requestid.reset(bound)
+            scope.__exit__(None, None, None)
 
     def _settle(self, queue: _Queue, envelope: _Envelope, *, failed: bool) -> None:
         dead = failed and self._policy.exhausted(envelope.attempt)

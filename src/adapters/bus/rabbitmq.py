@@ -62,7 +62,7 @@ from adapters.bus import (
     outgoing_headers,
     unpack_reply,
 )
-from scalecore import requestid
+from scalecore import propagation
 from scalecore.busstats import BusStats
 from scalecore.capabilities import Capability
 from scalecore.clock import Clock, SystemClock
@@ -899,7 +899,9 @@ class _Consumer:
         failed = True
         local = self._bus._local
         local.handling = getattr(local, "handling", 0) + 1
-        bound = requestid.set_current(requestid.parse(message.headers.get(requestid.HEADER)))
+        # The message's request id (and trace context) is current for the handler's lines.
+        scope = propagation.handling(message)
+        scope.__enter__()
         try:
             self._handler(message)
             failed = False
@@ -918,7 +920,7 @@ class _Consumer:
             # Also reached on BaseException (a dying worker): the message is then retried.
             local.handling -= 1
             self._settle(delivery, message, failed=failed)
-            requestid.reset(bound)
+            scope.__exit__(None, None, None)
 
     def _settle(self, delivery: _Delivery, message: Message, *, failed: bool) -> None:
         if not failed or not self._retrying:

@@ -15,6 +15,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 
+from entrypoints.tracing import install_web_tracing
 from entrypoints.web.api import api
 from entrypoints.web.errors import install_error_handlers
 from entrypoints.web.health import health
@@ -142,6 +143,7 @@ def _base_app(
     attach(app, web_state)
     install_metrics(app, metrics)
     install_request_log(app)
+    install_web_tracing(app)
     install_error_handlers(app)
     app.register_blueprint(health)
     return app
