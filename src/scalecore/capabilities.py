@@ -31,6 +31,11 @@ class Capability(enum.StrEnum):
     DURABLE = "durable"
     #: SessionStore / JobLedger: expired entries must be purged by a scheduled job.
     PURGE = "purge"
+    #: SessionStore: every live session can be listed with its data and expiry (for a move
+    #: to another store).
+    EXPORT = "export"
+    #: SessionStore: sessions can be written as they are, keeping their id and expiry.
+    IMPORT = "import"
 
 
 def require(adapter: object, capability: Capability, operation: str) -> None:

@@ -30,7 +30,13 @@ from adapters.sql.engine import make_engine
 from scalecore.capabilities import Capability
 from scalecore.clock import ManualClock
 from scalecore.errors import ConfigError, InvalidInput, NotFound, UnsupportedOperation
-from scalecore.ports.sessions import Session, SessionStore, is_valid_session_id, new_session_id
+from scalecore.ports.sessions import (
+    Session,
+    SessionRecord,
+    SessionStore,
+    is_valid_session_id,
+    new_session_id,
+)
 
 TTL = 100.0
 
@@ -457,6 +463,112 @@ def test_purge_expired_iff_declared(store: SessionStore, advance: Callable[[floa
     assert store.purge_expired() == 0
     assert all(store.load(s.id) is None for s in old)
     assert store.load(young.id) is not None
+
+
+def test_export_lists_every_live_session_iff_declared(
+    store: SessionStore, advance: Callable[[float], None]
+) -> None:
+    if Capability.EXPORT not in store.capabilities:
+        with pytest.raises(UnsupportedOperation):
+            list(store.export_sessions())
+        return
+    old = store.create({"n": 0})
+    advance(TTL / 2)
+    live = [store.create({"n": n, "tags": ["x"] * n}) for n in range(1, 1200, 7)]
+    advance(TTL / 2 + 1)  # ``old`` has expired, the others have not
+    exported = {record.id: record for record in store.export_sessions()}
+    assert old.id not in exported
+    assert set(exported) == {session.id for session in live}
+    for session in live:
+        assert exported[session.id].data == session.data
+        assert exported[session.id].expires_at == pytest.approx(session.expires_at)
+
+
+def test_import_keeps_ids_data_and_expiry_iff_declared(
+    make_store: Factory, advance: Callable[[float], None]
+) -> None:
+    store = make_store()
+    records = [
+        SessionRecord(new_session_id(), {"user": f"u{n}", "n": n}, 1000.0 + n) for n in range(3)
+    ]
+    if Capability.IMPORT not in store.capabilities:
+        with pytest.raises(UnsupportedOperation):
+            store.import_sessions(records)
+        return
+    now = store.load(store.create().id)
+    assert now is not None
+    base = now.expires_at - TTL  # the test clock's "now"
+    records = [SessionRecord(r.id, r.data, base + 10 * (n + 1)) for n, r in enumerate(records)]
+    expired = SessionRecord(new_session_id(), {"gone": True}, base - 1)
+    assert store.import_sessions([*records, expired]) == len(records)
+    assert store.import_sessions(records) == len(records)  # idempotent
+    reader = make_store() if Capability.SHARED in store.capabilities else store
+    for record in records:
+        loaded = reader.load(record.id)
+        assert loaded is not None
+        assert loaded.data == record.data
+        assert loaded.expires_at == pytest.approx(record.expires_at)
+    assert reader.load(expired.id) is None
+    # The remaining TTL is the record's, not the store's: the first one expires first.
+    advance(15)
+    assert reader.load(records[0].id) is None
+    session = reader.load(records[1].id)
+    assert session is not None
+    session["more"] = 1
+    reader.save(session)  # an imported session is a normal session
+    loaded = reader.load(records[1].id)
+    assert loaded is not None
+    assert loaded.data == {**records[1].data, "more": 1}
+
+
+def test_import_replaces_a_session_of_the_same_id(make_store: Factory) -> None:
+    store = make_store()
+    if Capability.IMPORT not in store.capabilities:
+        return
+    session = store.create({"a": 1})
+    store.import_sessions([SessionRecord(session.id, {"b": 2}, session.expires_at)])
+    loaded = store.load(session.id)
+    assert loaded is not None
+    assert loaded.data == {"b": 2}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        SessionRecord("not-an-id", {}, 2000.0),
+        SessionRecord(new_session_id(), {"bytes": b"x"}, 2000.0),  # type: ignore[dict-item]
+        SessionRecord(new_session_id(), {}, float("nan")),
+    ],
+)
+def test_import_refuses_malformed_records_without_quoting_ids(
+    store: SessionStore, bad: SessionRecord
+) -> None:
+    if Capability.IMPORT not in store.capabilities:
+        return
+    with pytest.raises(InvalidInput) as caught:
+        store.import_sessions([bad])
+    assert bad.id not in str(caught.value) or bad.id == "not-an-id"
+    assert bad.id not in repr(bad)
+
+
+def test_export_then_import_moves_every_session_between_backends(
+    make_store: Factory, tmp_path: Any, clock: ManualClock
+) -> None:
+    """From this store to a SQLite store and back: the round trip any move makes."""
+    source = make_store()
+    if Capability.EXPORT not in source.capabilities:
+        return
+    sessions = [source.create({"user": n}) for n in range(5)]
+    other = SqlSessionStore(url=f"sqlite:///{tmp_path / 'other.db'}", ttl=TTL, clock=clock)
+    other.create_schema()
+    try:
+        assert other.import_sessions(source.export_sessions()) == len(sessions)
+        for session in sessions:
+            loaded = other.load(session.id)
+            assert loaded is not None
+            assert loaded.data == session.data
+    finally:
+        other.close()
 
 
 def test_ping_and_close_are_harmless(make_store: Factory) -> None:

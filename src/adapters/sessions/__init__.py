@@ -16,7 +16,19 @@ from typing import Any
 from scalecore.errors import ConfigError, InvalidInput
 from scalecore.types import JSONObject, JSONValue
 
-__all__ = ["DEFAULT_TTL", "check_json", "check_ttl", "decode_data", "encode_data", "merge_changes"]
+__all__ = [
+    "DEFAULT_TTL",
+    "IMPORT_BATCH",
+    "check_json",
+    "check_record",
+    "check_ttl",
+    "decode_data",
+    "encode_data",
+    "merge_changes",
+]
+
+#: Sessions written per round trip by ``import_sessions`` (and read per page by exports).
+IMPORT_BATCH = 500
 
 #: Sessions live 14 days after their last save unless configured otherwise.
 DEFAULT_TTL = 14 * 24 * 3600.0
@@ -60,6 +72,25 @@ def _check(value: object, where: str) -> None:
             _check(item, f"{where}[{key!r}]")
         return
     raise InvalidInput(f"{where} holds a {type(value).__name__}, which is not a JSON value")
+
+
+def check_record(record: object) -> str:
+    """Return the JSON text of a :class:`SessionRecord`'s data, or raise ``InvalidInput``
+    (never quoting the id) if the record, its id, data or expiry is malformed."""
+    import math
+
+    from scalecore.ports.sessions import SessionRecord, is_valid_session_id
+
+    if not isinstance(record, SessionRecord):
+        raise InvalidInput(f"expected a SessionRecord, not {type(record).__name__}")
+    if not is_valid_session_id(record.id):
+        raise InvalidInput("a session record has a malformed id")
+    expires_at = record.expires_at
+    if isinstance(expires_at, bool) or not isinstance(expires_at, int | float):
+        raise InvalidInput("a session record's expiry must be a number of Unix seconds")
+    if not math.isfinite(expires_at):
+        raise InvalidInput("a session record's expiry must be finite")
+    return encode_data(record.data)
 
 
 def encode_data(data: Mapping[str, JSONValue]) -> str:

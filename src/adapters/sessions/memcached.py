@@ -9,14 +9,15 @@ Options: servers (required: a list of "host:port" strings; sessions are spread o
     default 0.5); timeout (seconds a request may block, default 0.5); max_pool_size
     (connections per server, default 64); dead_timeout (seconds a failed server is skipped,
     default 5); clock (injected).
-Differs from the port: not DURABLE: a restarted (or evicting) memcached forgets its sessions
-    and their users are logged out, so give memcached memory to spare (sessions are evicted
-    least-recently-used first when it runs out). Not PURGE: memcached expires sessions
-    itself. A server that is down is an error, not a miss: load, save, create, delete and
-    rotate raise ``BackendUnavailable`` for the sessions it holds, because a session store
-    that answered "no such session" would log everyone out silently, and a delete it
-    dropped would leave a logged-out session alive when the server returned. Expiry
-    compares the stored expiry with the local clock, so the servers' clocks must be
+Differs from the port: IMPORT but not EXPORT: memcached cannot list its items, so sessions
+    can be moved onto it but not off it. Not DURABLE: a restarted (or evicting) memcached
+    forgets its sessions and their users are logged out, so give memcached memory to spare
+    (sessions are evicted least-recently-used first when it runs out). Not PURGE: memcached
+    expires sessions itself. A server that is down is an error, not a miss: load, save,
+    create, delete and rotate raise ``BackendUnavailable`` for the sessions it holds,
+    because a session store that answered "no such session" would log everyone out silently,
+    and a delete it dropped would leave a logged-out session alive when the server returned.
+    Expiry compares the stored expiry with the local clock, so the servers' clocks must be
     synchronised (NTP); ``clock`` must be the wall clock for a ``ttl`` over 30 days.
 
 A session is one memcached item holding JSON ``{"v": version, "exp": expires_at, "d": data}``
@@ -37,7 +38,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Final
 
 import attrs
@@ -46,6 +47,7 @@ from adapters.memcached.cluster import EXPIRE_NOW, MemcachedCluster, Stored, mem
 from adapters.sessions import (
     DEFAULT_TTL,
     check_json,
+    check_record,
     check_ttl,
     decode_data,
     encode_data,
@@ -54,7 +56,13 @@ from adapters.sessions import (
 from scalecore.capabilities import Capability
 from scalecore.clock import Clock, SystemClock
 from scalecore.errors import ConfigError, Conflict, NotFound
-from scalecore.ports.sessions import Session, SessionStore, is_valid_session_id, new_session_id
+from scalecore.ports.sessions import (
+    Session,
+    SessionRecord,
+    SessionStore,
+    is_valid_session_id,
+    new_session_id,
+)
 from scalecore.types import JSONObject, JSONValue
 
 __all__ = ["MemcachedSessionStore"]
@@ -81,7 +89,9 @@ class _Record:
 class MemcachedSessionStore(SessionStore):
     """Sessions on memcached; safe for many threads, processes and hosts at once."""
 
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.SHARED})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.SHARED, Capability.IMPORT}
+    )
 
     def __init__(
         self,
@@ -193,6 +203,26 @@ class MemcachedSessionStore(SessionStore):
             if killed is None:
                 raise NotFound("the session expired or was deleted")
         raise Conflict("the session kept changing under this rotate; try again")
+
+    def import_sessions(self, records: Iterable[SessionRecord]) -> int:
+        """Write each record as version 1 with its own expiry (``set``: replaces)."""
+        written = 0
+        for record in records:
+            text = check_record(record)
+            now = self._clock.now()
+            if record.expires_at <= now:
+                continue
+            data = decode_data(text)
+            assert data is not None  # check_record encoded an object
+            item = _Record(1, float(record.expires_at), data).encode()
+            expire = memcached_expiry(record.expires_at - now + 1, now)
+            slot = self._slot(record.id)
+            self._cluster.call(
+                self._cluster.server_for(slot),
+                lambda c, s=slot, i=item, e=expire: c.set(s, i, expire=e, noreply=False),
+            )
+            written += 1
+        return written
 
     def ping(self) -> None:
         """Raise ``BackendUnavailable`` unless every server answers now."""

@@ -13,7 +13,7 @@ Differs from the port: sessions live in this process only (not SHARED, not DURAB
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import ClassVar
 
 import attrs
@@ -21,6 +21,7 @@ import attrs
 from adapters.sessions import (
     DEFAULT_TTL,
     check_json,
+    check_record,
     check_ttl,
     decode_data,
     encode_data,
@@ -29,7 +30,13 @@ from adapters.sessions import (
 from scalecore.capabilities import Capability
 from scalecore.clock import Clock, SystemClock
 from scalecore.errors import ConfigError, NotFound
-from scalecore.ports.sessions import Session, SessionStore, is_valid_session_id, new_session_id
+from scalecore.ports.sessions import (
+    Session,
+    SessionRecord,
+    SessionStore,
+    is_valid_session_id,
+    new_session_id,
+)
 from scalecore.types import JSONObject, JSONValue
 
 __all__ = ["MemorySessionStore"]
@@ -49,7 +56,9 @@ class _Entry:
 class MemorySessionStore(SessionStore):
     """Sessions in a dict guarded by one lock; every operation is atomic and thread-safe."""
 
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.PURGE})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.PURGE, Capability.EXPORT, Capability.IMPORT}
+    )
 
     def __init__(self, *, ttl: float = DEFAULT_TTL, clock: Clock | None = None) -> None:
         self.ttl = check_ttl(ttl)
@@ -126,6 +135,29 @@ class MemorySessionStore(SessionStore):
     def purge_expired(self) -> int:
         with self._lock:
             return self._sweep(self._clock.now())
+
+    def export_sessions(self) -> Iterator[SessionRecord]:
+        """A snapshot of the live sessions, taken under the lock."""
+        with self._lock:
+            now = self._clock.now()
+            live = [
+                (key, entry.data, entry.expires_at)
+                for key, entry in self._entries.items()
+                if entry.expires_at > now
+            ]
+        for session_id, text, expires_at in live:
+            yield SessionRecord(session_id, _decode(text), expires_at)
+
+    def import_sessions(self, records: Iterable[SessionRecord]) -> int:
+        written = 0
+        for record in records:
+            text = check_record(record)
+            with self._lock:
+                if record.expires_at <= self._clock.now():
+                    continue
+                self._entries[record.id] = _Entry(text, float(record.expires_at))
+            written += 1
+        return written
 
     def _live_entry(self, session_id: str, now: float) -> _Entry | None:
         entry = self._entries.get(session_id)

@@ -25,16 +25,19 @@ and constraint details are dropped.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
-from collections.abc import Iterator, Mapping
-from typing import ClassVar
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from adapters.sessions import (
     DEFAULT_TTL,
+    IMPORT_BATCH,
     check_json,
+    check_record,
     check_ttl,
     decode_data,
     encode_data,
@@ -44,7 +47,13 @@ from adapters.sql.engine import create_tables, make_engine, translate_errors
 from scalecore.capabilities import Capability
 from scalecore.clock import Clock, SystemClock
 from scalecore.errors import ConfigError, Conflict, NotFound
-from scalecore.ports.sessions import Session, SessionStore, is_valid_session_id, new_session_id
+from scalecore.ports.sessions import (
+    Session,
+    SessionRecord,
+    SessionStore,
+    is_valid_session_id,
+    new_session_id,
+)
 from scalecore.types import JSONObject, JSONValue
 
 __all__ = ["SqlSessionStore", "metadata", "sessions_table"]
@@ -71,7 +80,13 @@ class SqlSessionStore(SessionStore):
     """Sessions in one SQL table; safe for many threads, processes and hosts at once."""
 
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.SHARED, Capability.DURABLE, Capability.PURGE}
+        {
+            Capability.SHARED,
+            Capability.DURABLE,
+            Capability.PURGE,
+            Capability.EXPORT,
+            Capability.IMPORT,
+        }
     )
 
     def __init__(
@@ -184,12 +199,72 @@ class SqlSessionStore(SessionStore):
             result = conn.execute(t.delete().where(t.c.expires_at <= self._clock.now()))
             return int(result.rowcount)
 
+    def export_sessions(self) -> Iterator[SessionRecord]:
+        """Every live session, read in pages of :data:`IMPORT_BATCH` in id order."""
+        t = sessions_table
+        after: str | None = None
+        while True:
+            query = sa.select(t.c.id, t.c.data, t.c.expires_at).order_by(t.c.id)
+            if after is not None:
+                query = query.where(t.c.id > after)
+            with _translate(), self._engine.connect() as conn:
+                rows = conn.execute(query.limit(IMPORT_BATCH)).all()
+            now = self._clock.now()
+            for row in rows:
+                data = decode_data(row.data)
+                if row.expires_at > now and data is not None:
+                    yield SessionRecord(row.id, data, float(row.expires_at))
+            if len(rows) < IMPORT_BATCH:
+                return
+            after = rows[-1].id
+
+    def import_sessions(self, records: Iterable[SessionRecord]) -> int:
+        """Upsert in batches of :data:`IMPORT_BATCH`, one transaction each; an existing
+        session's version moves on, so a save that read it before retries its merge."""
+        written = 0
+        iterator = iter(records)
+        while batch := list(itertools.islice(iterator, IMPORT_BATCH)):
+            now = self._clock.now()
+            rows = [
+                {"id": r.id, "data": check_record(r), "version": 1, "expires_at": r.expires_at}
+                for r in batch
+            ]
+            rows = [row for row in rows if row["expires_at"] > now]
+            if not rows:
+                continue
+            with _translate(), self._engine.begin() as conn:
+                insert = _insert(conn)
+                conn.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=[sessions_table.c.id],
+                        set_={
+                            "data": insert.excluded.data,
+                            "expires_at": insert.excluded.expires_at,
+                            "version": sessions_table.c.version + 1,
+                        },
+                    ),
+                    rows,
+                )
+            written += len(rows)
+        return written
+
     def ping(self) -> None:
         with _translate(), self._engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def _insert(conn: sa.Connection) -> Any:
+    """An INSERT of the sessions table with ``ON CONFLICT`` support for the dialect."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(sessions_table)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(sessions_table)
 
 
 def _pending(session: Session) -> tuple[dict[str, JSONValue], frozenset[str]]:

@@ -6,14 +6,22 @@ import abc
 import copy
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import ClassVar
+
+import attrs
 
 from scalecore.capabilities import Capability
 from scalecore.errors import InvalidInput
 from scalecore.types import JSONObject, JSONValue
 
-__all__ = ["SESSION_ID_PATTERN", "Session", "SessionStore", "new_session_id"]
+__all__ = [
+    "SESSION_ID_PATTERN",
+    "Session",
+    "SessionRecord",
+    "SessionStore",
+    "new_session_id",
+]
 
 #: 32 random bytes (256 bits), URL-safe base64 without padding: 43 characters.
 SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -107,6 +115,22 @@ class Session:
         return f"<Session keys={sorted(self._data)!r} expires_at={self.expires_at:.0f}>"
 
 
+@attrs.frozen(repr=False)
+class SessionRecord:
+    """One stored session as it is: id, data and absolute expiry (Unix seconds).
+
+    What :meth:`SessionStore.export_sessions` yields and :meth:`SessionStore.import_sessions`
+    takes. The repr never shows the id: session ids are secrets.
+    """
+
+    id: str
+    data: JSONObject
+    expires_at: float
+
+    def __repr__(self) -> str:
+        return f"<SessionRecord keys={sorted(self.data)!r} expires_at={self.expires_at:.0f}>"
+
+
 class SessionStore(abc.ABC):
     """Server-side sessions keyed by an unguessable 256-bit id, holding JSON data.
 
@@ -116,7 +140,10 @@ class SessionStore(abc.ABC):
 
     Capabilities: ``SHARED`` (every process sees the same sessions), ``DURABLE``
     (sessions survive a restart), ``PURGE`` (expired sessions occupy space until
-    :meth:`purge_expired` runs; without it the backend expires them itself).
+    :meth:`purge_expired` runs; without it the backend expires them itself), ``EXPORT``
+    (:meth:`export_sessions` lists every live session) and ``IMPORT``
+    (:meth:`import_sessions` writes sessions as they are): together, a move of every
+    logged-in user from one store to another (``scalecore migrate``).
     """
 
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
@@ -156,6 +183,30 @@ class SessionStore(abc.ABC):
 
         require(self, Capability.PURGE, "purge_expired")
         raise AssertionError("an adapter declaring PURGE must override purge_expired")
+
+    def export_sessions(self) -> Iterator[SessionRecord]:
+        """Yield every live (unexpired) session with its data and expiry, in no set order.
+
+        Streams: the store is read in batches, never whole. Sessions created, saved or
+        deleted while the iteration runs may or may not be seen. Needs ``EXPORT``.
+        """
+        from scalecore.capabilities import require
+
+        require(self, Capability.EXPORT, "export_sessions")
+        raise AssertionError("an adapter declaring EXPORT must override export_sessions")
+
+    def import_sessions(self, records: Iterable[SessionRecord]) -> int:
+        """Store each record under its own id with its data and expiry, replacing any session
+        stored under that id; return how many were written.
+
+        Idempotent: importing the same records again leaves the same sessions. A record
+        already expired is skipped (not counted); one with a malformed id or non-JSON data
+        raises ``InvalidInput`` before it is written. Needs ``IMPORT``.
+        """
+        from scalecore.capabilities import require
+
+        require(self, Capability.IMPORT, "import_sessions")
+        raise AssertionError("an adapter declaring IMPORT must override import_sessions")
 
     def ping(self) -> None:
         """Raise ``BackendUnavailable`` unless the backend answers."""
