@@ -14,6 +14,7 @@ stderr and exits non-zero (2); no command prints a traceback for an error it can
     scalecore config show                      the effective config, secrets masked
     scalecore db init                          create every table on every shard and store
     scalecore bus replay TOPIC [--group G]     move dead letters back to their queue
+    scalecore migrate --from OLD --to NEW      copy every durable store, verified
 """
 
 from __future__ import annotations
@@ -349,6 +350,71 @@ def bus_replay(config_path: str | None, topic: str, groups: tuple[str, ...]) -> 
             click.echo(f"replayed {replayed} message(s) of {topic} for group {group}")
     finally:
         close_adapters(container)
+
+
+# --------------------------------------------------------------------------- migration
+
+
+@main.command("migrate")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Config of the deployment to copy from.",
+)
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Config of the deployment to copy into.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would move and estimate; write nothing.")
+@click.option("--verify", "verify_only", is_flag=True, help="Only compare an earlier copy.")
+@click.option(
+    "--skip",
+    multiple=True,
+    metavar="STORE",
+    help="Leave a store out (users, photos, follows, feed, database, blobs, sessions, "
+    "ledger); repeatable.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@_one_line_errors
+def migrate(
+    source: str, target: str, dry_run: bool, verify_only: bool, skip: tuple[str, ...], quiet: bool
+) -> None:
+    """Copy every durable store of the deployment --from describes into the one --to
+    describes, verify it by reading it back, and print a table.
+
+    Exits 0 only when everything verified. Run it again to resume after an interruption or
+    to catch up with what changed since the last run. Both files are read as written:
+    SCALECORE_* environment overrides are not applied.
+    """
+    from entrypoints.migrate import Options
+    from entrypoints.migrate import migrate as run_migration
+    from entrypoints.migrate.progress import Progress
+    from entrypoints.migrate.sides import env_overrides
+
+    if dry_run and verify_only:
+        raise click.UsageError("--dry-run and --verify cannot be combined")
+    overrides = env_overrides()
+    if overrides:
+        _warn(f"note: {', '.join(overrides)} not applied: migrate reads --from and --to as written")
+    mode = "dry-run" if dry_run else "verify" if verify_only else "copy"
+    progress = Progress.choose(quiet, _warn)
+    report = run_migration(Options(source, target, mode, frozenset(skip)), progress)
+    for note in report.notes:
+        click.echo(note)
+    click.echo(report.table())
+    if report.estimate is not None:
+        click.echo(f"estimated copy time: about {report.estimate:,.0f} s")
+    for difference in report.differences:
+        click.echo(difference)
+    if not report.ok:
+        problem = "differences found" if mode == "verify" else "not everything verified"
+        click.echo(f"error: {problem}: {len(report.differences)} line(s) above", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

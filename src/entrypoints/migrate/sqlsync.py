@@ -1,0 +1,470 @@
+"""Copy and compare SQL tables between two sharded layouts, one table at a time.
+
+A table is read on every physical shard in primary-key order, in pages (keyset
+pagination: ``WHERE pk > :last ORDER BY pk LIMIT n``), and the shards' streams are merged
+into one stream in key order. Source and target streams are then walked side by side (a
+merge join), so every difference is found in one pass with memory bounded by a page per
+shard, whatever the size of the table:
+
+- a row only in the source, or different in the target, is upserted on the target shard
+  the target's router assigns to the row's logical shard;
+- a row only in the target (deleted in the source since an earlier pass), or on a target
+  shard its logical shard does not map to, is deleted there.
+
+The walk also sums, per logical shard, an order-independent digest
+(:class:`scalecore.checksum.Digest`) of every row it read on each side. Logical shards
+that needed no write are verified by those sums. Logical shards that were written are read
+back afterwards (:func:`digest_table`, restricted to those logical shards) and compared
+with the source again: that read is independent of the copy path.
+
+Running the walk again after a kill simply finds what is already there: a copy is
+resumable and idempotent without any bookkeeping, and a second pass writes only what
+changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import heapq
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+
+from scalecore.checksum import Digest, encode_row, row_hash
+from scalecore.errors import ScalecoreError
+from scalecore.ids import ID_LENGTH, shard_of
+
+__all__ = [
+    "PAGE_ROWS",
+    "Difference",
+    "ShardSet",
+    "SyncResult",
+    "digest_table",
+    "logical_shard",
+    "sync_table",
+]
+
+#: Rows read per page and written per batch.
+PAGE_ROWS = 2000
+#: Substring of an id that fixes its logical shard up to the lowest bit (see ids.py: the
+#: 16 shard bits sit in characters 10..13; characters 10..12 hold all but bit 0).
+_PREFIX_START, _PREFIX_LENGTH = 10, 3
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_shard_cache: dict[str, int] = {}
+
+
+class MigrationError(ScalecoreError):
+    """The data cannot be copied as it is (a row the migration cannot place or order)."""
+
+
+def logical_shard(some_id: object) -> int:
+    """The logical shard an id carries (memoised on the characters that encode it)."""
+    if isinstance(some_id, str) and len(some_id) == ID_LENGTH:
+        cached = _shard_cache.get(some_id[10:14])
+        if cached is not None:
+            return cached
+        shard = shard_of(some_id)
+        _shard_cache[some_id[10:14]] = shard
+        return shard
+    return shard_of(some_id)
+
+
+def _prefix(logical: int) -> str:
+    return (
+        _ALPHABET[(logical >> 11) & 31]
+        + _ALPHABET[(logical >> 6) & 31]
+        + _ALPHABET[(logical >> 1) & 31]
+    )
+
+
+@attrs.frozen
+class ShardSet:
+    """One side's physical shards of a table: how to read and write shard ``i``, and where
+    a logical shard lives.
+
+    ``read(i)`` and ``write(i)`` are context managers yielding a connection (``write``
+    commits at the end of the block). ``place(logical)`` is the physical shard of a logical
+    shard, or ``None`` when the table is not sharded by id (one shard: index 0). ``label``
+    names the side in messages, never with a URL.
+    """
+
+    label: str
+    count: int
+    read: Callable[[int], contextlib.AbstractContextManager[sa.Connection]]
+    write: Callable[[int], contextlib.AbstractContextManager[sa.Connection]]
+    place: Callable[[int], int] | None
+
+
+@attrs.define
+class Difference:
+    """One row that differs between the sides: ``kind`` is ``missing`` (not in the target),
+    ``extra`` (only in the target), ``differs`` or ``misplaced`` (on the wrong shard)."""
+
+    table: str
+    logical_shard: int | None
+    key: tuple[Any, ...]
+    kind: str
+
+    def __str__(self) -> str:
+        where = "" if self.logical_shard is None else f" (logical shard {self.logical_shard})"
+        key = ", ".join(str(part) for part in self.key)
+        return f"{self.table} [{key}]{where}: {self.kind}"
+
+
+@attrs.define
+class SyncResult:
+    """What one walk of a table found and did."""
+
+    table: str
+    read: int = 0
+    written: int = 0
+    deleted: int = 0
+    source: dict[int, Digest] = attrs.Factory(lambda: defaultdict(Digest))
+    target: dict[int, Digest] = attrs.Factory(lambda: defaultdict(Digest))
+    dirty: set[int] = attrs.Factory(set)
+    differences: list[Difference] = attrs.Factory(list)
+    #: How many rows differ (``differences`` keeps only the first few).
+    different: int = 0
+    #: Size of the source rows read, in their canonical encoding.
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _normaliser(table: sa.Table) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """Turn a driver row into plain values of the column's Python type, so both dialects
+    (SQLite keeps what it is given, PostgreSQL its declared type) yield identical rows."""
+    kinds: list[Callable[[Any], Any] | None] = []
+    for column in table.columns:
+        if isinstance(column.type, sa.Boolean):
+            kinds.append(bool)
+        elif isinstance(column.type, sa.Float):
+            kinds.append(float)
+        elif isinstance(column.type, sa.Integer):
+            kinds.append(int)
+        else:
+            kinds.append(None)
+
+    def normalise(row: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(
+            value if kind is None or value is None else kind(value)
+            for kind, value in zip(kinds, row, strict=True)
+        )
+
+    return normalise
+
+
+def _key_columns(table: sa.Table) -> list[sa.Column[Any]]:
+    return list(table.primary_key.columns)
+
+
+def _scan(
+    side: ShardSet, table: sa.Table, index: int, only: set[int] | None, sharded: bool
+) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...], int]]:
+    """Yield (key, row, shard index) of every row of ``table`` on shard ``index``, in key
+    order, a page at a time; with ``only``, just the rows of those logical shards."""
+    keys = _key_columns(table)
+    normalise = _normaliser(table)
+    positions = [list(table.columns).index(column) for column in keys]
+    with side.read(index) as connection:
+        if not sa.inspect(connection).has_table(table.name):
+            return  # a target not initialised yet holds nothing
+    last: tuple[Any, ...] | None = None
+    while True:
+        with side.read(index) as connection:
+            query = _page_query(table, keys, connection.dialect.name, only, sharded, last)
+            rows = connection.execute(query).all()
+        for raw in rows:
+            row = normalise(raw)
+            key = tuple(row[p] for p in positions)
+            if last is not None and not key > last:
+                raise MigrationError(
+                    f"{side.label} shard {index} returned {table.name} rows out of key order; "
+                    "the database's collation must order ids as bytes do"
+                )
+            last = key
+            if only is not None and sharded and logical_shard(key[0]) not in only:
+                continue
+            yield key, row, index
+        if len(rows) < PAGE_ROWS:
+            return
+
+
+def _page_query(
+    table: sa.Table,
+    keys: list[sa.Column[Any]],
+    dialect: str,
+    only: set[int] | None,
+    sharded: bool,
+    last: tuple[Any, ...] | None,
+) -> sa.Select[Any]:
+    """The next page of ``table`` after key ``last``, in key order.
+
+    Ids sort the same way under every collation (fixed-width upper-case ASCII), so sharded
+    tables use their primary key index as it is. Other text keys (the ledger's job names)
+    are compared as bytes (``COLLATE "C"`` on PostgreSQL, SQLite's default), the order
+    Python compares them in.
+    """
+    order: list[Any] = list(keys)
+    if not sharded and dialect == "postgresql":
+        order = [
+            column.collate("C") if isinstance(column.type, sa.String) else column for column in keys
+        ]
+    query = sa.select(*table.columns).order_by(*order).limit(PAGE_ROWS)
+    if only is not None and sharded:
+        prefixes = sorted({_prefix(logical) for logical in only})
+        query = query.where(
+            sa.func.substr(keys[0], _PREFIX_START + 1, _PREFIX_LENGTH).in_(prefixes)
+        )
+    if last is not None:
+        if len(order) == 1:
+            query = query.where(order[0] > last[0])
+        else:
+            query = query.where(sa.tuple_(*order) > sa.tuple_(*last))
+    return query
+
+
+def _merged(
+    side: ShardSet, table: sa.Table, only: set[int] | None, sharded: bool
+) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...], int]]:
+    streams = [_scan(side, table, index, only, sharded) for index in range(side.count)]
+    if len(streams) == 1:
+        return streams[0]
+    return heapq.merge(*streams, key=lambda item: item[0])
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class _Writer:
+    """Buffers upserts and deletes per target shard; flushes a batch at a time."""
+
+    def __init__(self, side: ShardSet, table: sa.Table, result: SyncResult) -> None:
+        self._side = side
+        self._table = table
+        self._result = result
+        self._keys = _key_columns(table)
+        self._names = [column.name for column in table.columns]
+        self._upserts: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        self._deletes: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
+
+    def upsert(self, index: int, row: tuple[Any, ...]) -> None:
+        batch = self._upserts[index]
+        batch.append(dict(zip(self._names, row, strict=True)))
+        if len(batch) >= PAGE_ROWS:
+            self._flush_upserts(index)
+
+    def delete(self, index: int, key: tuple[Any, ...]) -> None:
+        batch = self._deletes[index]
+        batch.append(key)
+        if len(batch) >= PAGE_ROWS:
+            self._flush_deletes(index)
+
+    def flush(self) -> None:
+        for index in list(self._deletes):
+            self._flush_deletes(index)
+        for index in list(self._upserts):
+            self._flush_upserts(index)
+
+    def _flush_upserts(self, index: int) -> None:
+        rows = self._upserts.pop(index, [])
+        if not rows:
+            return
+        # Deletes first: a misplaced row's key must leave its old shard before it lands
+        # (on another shard) and, within one shard, a delete never follows an upsert.
+        self._flush_deletes(index)
+        from adapters.photofeed.schema import upsert
+
+        key_names = {column.name for column in self._keys}
+        with self._side.write(index) as connection:
+            insert = upsert(connection, self._table)
+            updates = {name: insert.excluded[name] for name in self._names if name not in key_names}
+            statement = insert.on_conflict_do_update(index_elements=self._keys, set_=updates)
+            connection.execute(statement, rows)
+        self._result.written += len(rows)
+
+    def _flush_deletes(self, index: int) -> None:
+        keys = self._deletes.pop(index, [])
+        if not keys:
+            return
+        with self._side.write(index) as connection:
+            if len(self._keys) == 1:
+                condition = self._keys[0].in_([key[0] for key in keys])
+            else:
+                condition = sa.tuple_(*self._keys).in_(keys)
+            connection.execute(self._table.delete().where(condition))
+        self._result.deleted += len(keys)
+
+
+# --------------------------------------------------------------------------- the walk
+
+
+def sync_table(
+    table: sa.Table,
+    source: ShardSet,
+    target: ShardSet,
+    *,
+    write: bool,
+    only: set[int] | None = None,
+    progress: Callable[[int], None] | None = None,
+    max_differences: int = 0,
+) -> SyncResult:
+    """Walk ``table`` on both sides (just the logical shards in ``only``, if given).
+
+    With ``write``, make the target equal to the source; without, only compare (the
+    differences, up to ``max_differences`` of them, are kept in the result). Digests of
+    both sides as read are in the result either way. ``progress(n)`` is called with the
+    number of source rows read since the last call.
+    """
+    began = time.monotonic()
+    sharded = target.place is not None
+    result = SyncResult(table.name)
+    writer = _Writer(target, table, result) if write else None
+    source_rows = _merged(source, table, only, sharded)
+    target_rows = _merged(target, table, only, sharded)
+    src = next(source_rows, None)
+    tgt = next(target_rows, None)
+    pending = 0
+
+    def home(key: tuple[Any, ...]) -> tuple[int | None, int]:
+        if target.place is None:
+            return None, 0
+        logical = logical_shard(key[0])
+        return logical, target.place(logical)
+
+    def note(kind: str, logical: int | None, key: tuple[Any, ...]) -> None:
+        result.dirty.add(-1 if logical is None else logical)
+        result.different += 1
+        if len(result.differences) < max_differences:
+            result.differences.append(Difference(table.name, logical, key, kind))
+
+    while src is not None or tgt is not None:
+        if tgt is None or (src is not None and src[0] < tgt[0]):
+            assert src is not None
+            key, row, _ = src
+            logical, index = home(key)
+            source_hash, size = _hash(row)
+            result.bytes += size
+            result.source[_slot(logical)].add_hash(source_hash)
+            note("missing", logical, key)
+            if writer is not None:
+                writer.upsert(index, row)
+            result.read += 1
+            pending += 1
+            src = next(source_rows, None)
+        elif src is None or tgt[0] < src[0]:
+            key, row, where = tgt
+            logical, _ = home(key)
+            result.target[_slot(logical)].add_hash(row_hash(row))
+            note("extra", logical, key)
+            if writer is not None:
+                writer.delete(where, key)
+            tgt = next(target_rows, None)
+        else:
+            key, row, _ = src
+            logical, index = home(key)
+            source_hash, size = _hash(row)
+            result.bytes += size
+            result.source[_slot(logical)].add_hash(source_hash)
+            # Every copy of this key in the target: one on the right shard, equal, is kept.
+            kept = False
+            while tgt is not None and tgt[0] == key:
+                _, target_row, where = tgt
+                target_hash = source_hash if target_row == row else row_hash(target_row)
+                if where == index and target_row == row and not kept:
+                    result.target[_slot(logical)].add_hash(target_hash)
+                    kept = True
+                else:
+                    result.target[_slot(logical)].add_hash(target_hash)
+                    note("misplaced" if where != index else "differs", logical, key)
+                    if writer is not None and where != index:
+                        writer.delete(where, key)
+                tgt = next(target_rows, None)
+            if not kept and writer is not None:
+                writer.upsert(index, row)
+            result.read += 1
+            pending += 1
+            src = next(source_rows, None)
+        if progress is not None and pending >= PAGE_ROWS:
+            progress(pending)
+            pending = 0
+    if writer is not None:
+        writer.flush()
+    if progress is not None and pending:
+        progress(pending)
+    result.seconds = time.monotonic() - began
+    return result
+
+
+def _hash(row: tuple[Any, ...]) -> tuple[int, int]:
+    """The row's :func:`row_hash` and the size of its canonical encoding."""
+    data = encode_row(row)
+    return int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "big"), len(data)
+
+
+def _slot(logical: int | None) -> int:
+    """Digest slot of a logical shard; -1 for a table that is not sharded by id."""
+    return -1 if logical is None else logical
+
+
+def digest_table(
+    table: sa.Table,
+    side: ShardSet,
+    *,
+    sharded: bool,
+    only: set[int] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[int, Digest]:
+    """Count and checksum every row of ``table`` on ``side``, per logical shard (just those
+    in ``only``, if given); -1 collects a table that is not sharded by id."""
+    digests: dict[int, Digest] = defaultdict(Digest)
+    pending = 0
+    for index in range(side.count):
+        for key, row, _ in _scan(side, table, index, only, sharded):
+            logical = logical_shard(key[0]) if sharded else -1
+            digests[logical].add_hash(row_hash(row))
+            pending += 1
+            if progress is not None and pending >= PAGE_ROWS:
+                progress(pending)
+                pending = 0
+    if progress is not None and pending:
+        progress(pending)
+    return digests
+
+
+def count_rows(table: sa.Table, side: ShardSet) -> list[int]:
+    """Rows of ``table`` on each shard of ``side`` (0 where the table does not exist)."""
+    counts = []
+    for index in range(side.count):
+        with side.read(index) as connection:
+            if not sa.inspect(connection).has_table(table.name):
+                counts.append(0)
+                continue
+            counts.append(
+                int(connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+            )
+    return counts
+
+
+def mismatched(source: dict[int, Digest], target: dict[int, Digest]) -> set[int]:
+    """Logical shards whose digests differ between the sides."""
+    return {
+        logical
+        for logical in set(source) | set(target)
+        if source.get(logical, Digest()) != target.get(logical, Digest())
+    }
+
+
+def rate(count: float, seconds: float) -> str:
+    """``count / seconds`` for a report, or ``-`` when too quick to measure."""
+    if seconds <= 0 or not math.isfinite(seconds):
+        return "-"
+    return f"{count / seconds:,.0f}"
