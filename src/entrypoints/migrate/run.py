@@ -552,15 +552,12 @@ def migrate(options: Options, progress: Progress) -> Report:
     target = load_side("target", options.target)
     report = Report()
     try:
-        for note in _refuse_impossible(source, target, skip):
-            if options.mode == "dry-run":
-                report.notes.append(note)
-            else:
-                progress.say(note)
+        notes = _refuse_impossible(source, target, skip)
         ledger = not _ledger_skipped(source, target, skip)
         _connect(source, skip, ledger)
         _connect(target, skip, ledger)
         if options.mode == "dry-run":
+            report.notes.extend(notes)
             _dry_run(source, target, skip, report, ledger)
             return report
         sql_wanted = any(store not in skip for store in SQL_STORES)
@@ -582,6 +579,8 @@ def migrate(options: Options, progress: Progress) -> Report:
                     source_name=source.name,
                     state="copying",
                 )
+        for note in notes:  # once the run is sure to go ahead
+            progress.say(note)
         _run_parts(source, target, skip, ledger, options.mode, progress, report)
         if options.mode == "copy" and sql_wanted and report.ok:
             journal.write_journal(target.container.databases(), state="verified")
