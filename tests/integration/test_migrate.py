@@ -146,11 +146,6 @@ def stop(deployment: Deployment) -> None:
 # --------------------------------------------------------------------------- the site
 
 
-def log(*args: object) -> None:
-    with open("/tmp/i7/t.log", "a") as f:
-        print(*args, file=f)
-
-
 def populate(base_url: str) -> Client:
     """Users, photos with real images, follows, a deleted photo; return ada's logged-in
     client (her session must survive the move)."""
@@ -354,7 +349,6 @@ def test_embedded_to_distributed_and_back_survives_a_kill(
         amqp_url=amqp_url,
     )
 
-    T0 = time.monotonic()
     # 1. The embedded site, used through its API.
     site = start(box, tmp_path, "box")
     try:
@@ -376,12 +370,13 @@ def test_embedded_to_distributed_and_back_survives_a_kill(
         before = observe(site.base_url, usernames)
     finally:
         stop(site)
-    log("T observed", time.monotonic() - T0)
     # Last, with the site down: an upload while the broker is down too; its event stays
     # in the outbox, unsent (no relay runs on the source any more).
-    broken_bus = f'backend = "rabbitmq"\nurl = "amqp://guest:guest@127.0.0.1:{free_port()}/%2F"'
+    broken_bus = (
+        f'backend = "rabbitmq"\nurl = "amqp://guest:guest@127.0.0.1:{free_port()}/%2F"\n'
+        "connect_timeout = 1.0\npublish_timeout = 2.0"
+    )
     unsent_upload(embedded_config(tmp_path / "box-nobus.toml", box_dir, bus=broken_bus))
-    log("T unsent", time.monotonic() - T0)
     events = outbox_state(source_db)
     assert list(events.values()).count(False) == 1, events  # the others were relayed
     # 2. migrate, SIGKILLed mid-copy (once rows of the follows store are arriving).
@@ -419,7 +414,6 @@ def test_embedded_to_distributed_and_back_survives_a_kill(
         process.communicate()
     copied = sum(count(url, following_table) for url in shard_urls)
     assert 0 < copied < FILLER_USERS * FILLER_EDGES
-    log("T killed", time.monotonic() - T0)
 
     # 3. Run again: it resumes and verifies; a third run finds nothing to write.
     result = scalecore("migrate", "--from", str(box), "--to", str(fleet))
@@ -434,7 +428,6 @@ def test_embedded_to_distributed_and_back_survives_a_kill(
     assert again.returncode == 0, again.stderr
     lines = {line.split()[0]: line.split() for line in again.stdout.splitlines()[1:]}
     assert all(lines[store][2] == "0" for store in ("users", "photos", "follows", "feed"))
-    log("T migrated twice", time.monotonic() - T0)
     verify = scalecore("migrate", "--from", str(box), "--to", str(fleet), "--verify")
     assert verify.returncode == 0, verify.stderr + verify.stdout
     moved_events = {}
@@ -442,7 +435,6 @@ def test_embedded_to_distributed_and_back_survives_a_kill(
         moved_events.update(outbox_state(url))
     assert moved_events == events  # sent stays sent, unsent stays unsent
 
-    log("T verified", time.monotonic() - T0)
     # 4. The distributed site shows the same thing, and ada is still logged in.
     site = start(fleet, tmp_path, "fleet")
     try:
@@ -474,7 +466,6 @@ def test_embedded_to_distributed_and_back_survives_a_kill(
     finally:
         stop(site)
 
-    log("T fleet", time.monotonic() - T0)
     # 5. And back: distributed -> a new embedded box (sessions cannot leave memcached).
     back_dir = tmp_path / "back"
     back = embedded_config(tmp_path / "back.toml", back_dir)
