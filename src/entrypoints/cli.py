@@ -379,10 +379,21 @@ def bus_replay(config_path: str | None, topic: str, groups: tuple[str, ...]) -> 
     help="Leave a store out (users, photos, follows, feed, database, blobs, sessions, "
     "ledger); repeatable.",
 )
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Walk every row, not only what changed since the last verified run.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @_one_line_errors
 def migrate(
-    source: str, target: str, dry_run: bool, verify_only: bool, skip: tuple[str, ...], quiet: bool
+    source: str,
+    target: str,
+    dry_run: bool,
+    verify_only: bool,
+    skip: tuple[str, ...],
+    full: bool,
+    quiet: bool,
 ) -> None:
     """Copy every durable store of the deployment --from describes into the one --to
     describes, verify it by reading it back, and print a table.
@@ -403,7 +414,7 @@ def migrate(
         _warn(f"note: {', '.join(overrides)} not applied: migrate reads --from and --to as written")
     mode = "dry-run" if dry_run else "verify" if verify_only else "copy"
     progress = Progress.choose(quiet, _warn)
-    report = run_migration(Options(source, target, mode, frozenset(skip)), progress)
+    report = run_migration(Options(source, target, mode, frozenset(skip), full), progress)
     for note in report.notes:
         click.echo(note)
     click.echo(report.table())

@@ -8,7 +8,14 @@ that store. It holds one row per name:
 - ``state``: ``copying`` while a run copies, ``verified`` after a run verified everything,
 - ``passes``: how many copy runs have started.
 
-It is written before the first row is copied, so a target holding rows always says where
+A second table, ``scalecore_migration_digests``, keeps per table and logical shard the
+count and checksum of the source rows a run copied *and verified in the target*. The next
+run checksums the source again and walks only the logical shards whose checksum moved
+(a shard without a recorded checksum, because a killed run was copying it, counts as
+moved). That is what makes the second pass of the runbook short. A run forgets a
+shard's checksum before it writes to it, and records it only once verified.
+
+The journal is written before the first row is copied, so a target holding rows always says where
 they came from; a later run from the same source resumes or catches up, and a run from
 any other source is refused before it writes (see :func:`foreign_data`).
 """
@@ -16,12 +23,22 @@ any other source is refused before it writes (see :func:`foreign_data`).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 import sqlalchemy as sa
 
 from adapters.sql.shards import Databases
+from scalecore.checksum import Digest
 
-__all__ = ["journal_table", "read_journal", "write_journal"]
+__all__ = [
+    "digests_table",
+    "forget_digests",
+    "journal_table",
+    "load_digests",
+    "read_journal",
+    "save_digests",
+    "write_journal",
+]
 
 _METADATA = sa.MetaData()
 
@@ -31,6 +48,16 @@ journal_table = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+
+digests_table = sa.Table(
+    "scalecore_migration_digests",
+    _METADATA,
+    sa.Column("table_name", sa.String(64), primary_key=True),
+    sa.Column("logical_shard", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("row_count", sa.BigInteger, nullable=False),
+    sa.Column("checksum", sa.String(32), nullable=False),
 )
 
 
@@ -62,3 +89,57 @@ def write_journal(databases: Databases, **values: str) -> None:
                     set_={"value": insert.excluded.value, "updated_at": now},
                 )
             )
+
+
+def load_digests(databases: Databases, table: str) -> dict[int, Digest]:
+    """Logical shard -> verified source digest recorded for ``table`` (empty if none)."""
+    t = digests_table
+    with databases.store("users").read(shard=0) as connection:
+        if not sa.inspect(connection).has_table(t.name):
+            return {}
+        rows = connection.execute(
+            sa.select(t.c.logical_shard, t.c.row_count, t.c.checksum).where(t.c.table_name == table)
+        )
+        return {row.logical_shard: Digest(row.row_count, int(row.checksum, 16)) for row in rows}
+
+
+def forget_digests(databases: Databases, table: str, shards: set[int] | None) -> None:
+    """Drop the recorded digests of ``shards`` (all, if None) of ``table``: they are about
+    to change."""
+    t = digests_table
+    with databases.store("users").unit_of_work(shard=0) as connection:
+        _METADATA.create_all(connection, checkfirst=True)
+        query = t.delete().where(t.c.table_name == table)
+        if shards is not None:
+            if not shards:
+                return
+            query = query.where(t.c.logical_shard.in_(sorted(shards)))
+        connection.execute(query)
+
+
+def save_digests(databases: Databases, table: str, digests: Mapping[int, Digest]) -> None:
+    """Record verified digests of ``table`` (replacing those of the same shards)."""
+    if not digests:
+        return
+    t = digests_table
+    from adapters.photofeed.schema import upsert
+
+    rows = [
+        {
+            "table_name": table,
+            "logical_shard": shard,
+            "row_count": digest.count,
+            "checksum": digest.hexdigest,
+        }
+        for shard, digest in digests.items()
+    ]
+    with databases.store("users").unit_of_work(shard=0) as connection:
+        _METADATA.create_all(connection, checkfirst=True)
+        insert = upsert(connection, t)
+        connection.execute(
+            insert.on_conflict_do_update(
+                index_elements=[t.c.table_name, t.c.logical_shard],
+                set_={"row_count": insert.excluded.row_count, "checksum": insert.excluded.checksum},
+            ),
+            rows,
+        )

@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 import sqlalchemy as sa
 
+from adapters.sql.shards import Databases
 from entrypoints.migrate import journal
 from entrypoints.migrate.blobs import BlobResult, sync_blobs
 from entrypoints.migrate.progress import Progress
@@ -70,6 +71,9 @@ class Options:
     target: str
     mode: str = "copy"
     skip: frozenset[str] = frozenset()
+    #: Walk every logical shard, ignoring the checksums earlier runs recorded (repairs a
+    #: target changed behind the migration's back, as ``--verify`` would report).
+    full: bool = False
 
 
 @attrs.define
@@ -303,7 +307,11 @@ def _copy_store(
     report: Report,
     *,
     mode: str,
+    records: Databases | None,
+    full: bool = False,
 ) -> ReportRow:
+    """Copy (or, in verify mode, compare) the tables of one store; ``records`` is where
+    the journal keeps verified checksums (None: no journal, walk everything)."""
     row = ReportRow(name)
     began = time.monotonic()
     sharded = target.place is not None
@@ -312,48 +320,87 @@ def _copy_store(
         for table in tables:
             if mode == "verify":
                 _verify_table(table, source, target, row, report, task.advance, sharded)
-                continue
-            only: set[int] | None = None
-            for round_ in range(1, MAX_ROUNDS + 1):
-                result = sync_table(
-                    table,
-                    source,
-                    target,
-                    write=True,
-                    only=only,
-                    progress=task.advance if round_ == 1 else None,
-                )
-                if round_ == 1:
-                    row.read += result.read
-                    row.bytes += result.bytes
-                row.written += result.written + result.deleted
-                if result.dirty:
-                    # Read back what was written, and the source again, independently.
-                    shards = None if len(result.dirty) > 512 else result.dirty
-                    source_sums = digest_table(table, source, sharded=sharded, only=shards)
-                    target_sums = digest_table(table, target, sharded=sharded, only=shards)
-                    bad = mismatched(source_sums, target_sums)
-                    # Logical shards the walk found equal need no second look.
-                    checked = {k: v for k, v in result.target.items() if k not in result.dirty}
-                    checked.update(target_sums)
-                else:
-                    bad, checked = set(), dict(result.target)
-                row.verified += sum(d.count for k, d in checked.items() if k not in bad)
-                if not bad:
-                    break
-                progress.say(
-                    f"{name}: {len(bad)} logical shard(s) of {table.name} changed during "
-                    f"the copy; copying them again"
-                )
-                only = bad
             else:
-                row.status = "DIFFERS"
-                report.differences.append(
-                    f"{table.name}: {len(only or ())} logical shard(s) still differ after "
-                    f"{MAX_ROUNDS} rounds (is the source still taking writes?)"
+                _copy_table(
+                    table, source, target, row, report, progress, task.advance, records, full
                 )
     row.seconds = time.monotonic() - began
     return row
+
+
+def _copy_table(
+    table: sa.Table,
+    source: ShardSet,
+    target: ShardSet,
+    row: ReportRow,
+    report: Report,
+    progress: Progress,
+    advance: Callable[[int], None],
+    records: Databases | None,
+    full: bool,
+) -> None:
+    """Walk and write the logical shards of ``table`` that may differ, read them back,
+    and walk again those that still differ (a live source), up to MAX_ROUNDS times."""
+    sharded = target.place is not None
+    only: set[int] | None = None
+    recorded = journal.load_digests(records, table.name) if records is not None else {}
+    if full:
+        recorded = {}
+    if recorded:
+        # A later pass: the shards whose source checksum moved since the last verified
+        # copy are the only ones to walk; the others were verified then.
+        current = digest_table(table, source, sharded=sharded, progress=advance)
+        only = mismatched(current, recorded)
+        unchanged = sum(d.count for k, d in current.items() if k not in only)
+        row.read += unchanged
+        row.verified += unchanged
+        row.bytes += 0
+        if not only:
+            return
+    if records is not None:
+        journal.forget_digests(records, table.name, only)
+    for round_ in range(1, MAX_ROUNDS + 1):
+        result = sync_table(
+            table,
+            source,
+            target,
+            write=True,
+            only=only,
+            progress=advance if round_ == 1 and not recorded else None,
+        )
+        if round_ == 1:
+            row.read += result.read
+            row.bytes += result.bytes
+        row.written += result.written + result.deleted
+        # The target as read back: shards the walk found equal were read by the walk;
+        # the ones it wrote are read again now, independently of the copy.
+        landed = {k: v for k, v in result.target.items() if k not in result.dirty}
+        if result.dirty:
+            check = None if len(result.dirty) > 512 else result.dirty
+            landed.update(digest_table(table, target, sharded=sharded, only=check))
+        scope = set(result.source) | set(landed)
+        bad = mismatched(
+            {k: result.source[k] for k in scope if k in result.source},
+            {k: landed[k] for k in scope if k in landed},
+        )
+        good = scope - bad
+        row.verified += sum(landed[k].count for k in good if k in landed)
+        if records is not None:
+            journal.save_digests(
+                records, table.name, {k: result.source.get(k, Digest()) for k in good}
+            )
+        if not bad:
+            return
+        progress.say(
+            f"{row.store}: {len(bad)} logical shard(s) of {table.name} changed during the "
+            "copy; copying them again"
+        )
+        only = bad
+    row.status = "DIFFERS"
+    report.differences.append(
+        f"{table.name}: {len(only or ())} logical shard(s) still differ after "
+        f"{MAX_ROUNDS} rounds (is the source still taking writes?)"
+    )
 
 
 def _verify_table(
@@ -581,7 +628,7 @@ def migrate(options: Options, progress: Progress) -> Report:
                 )
         for note in notes:  # once the run is sure to go ahead
             progress.say(note)
-        _run_parts(source, target, skip, ledger, options.mode, progress, report)
+        _run_parts(source, target, skip, ledger, options, progress, report)
         if options.mode == "copy" and sql_wanted and report.ok:
             journal.write_journal(target.container.databases(), state="verified")
         return report
@@ -597,12 +644,15 @@ def _run_parts(
     target: Side,
     skip: frozenset[str],
     ledger: bool,
-    mode: str,
+    options: Options,
     progress: Progress,
     report: Report,
 ) -> None:
     from adapters.photofeed.schema import METADATA
 
+    mode = options.mode
+    sql_wanted = any(store not in skip for store in SQL_STORES)
+    records = target.container.databases() if sql_wanted and mode == "copy" else None
     for name in SQL_STORES:
         if name in skip:
             continue
@@ -615,6 +665,8 @@ def _run_parts(
             progress,
             report,
             mode=mode,
+            records=records,
+            full=options.full,
         )
         report.rows.append(row)
     if "blobs" not in skip:
@@ -650,6 +702,8 @@ def _run_parts(
                 progress,
                 report,
                 mode=mode,
+                records=records,
+                full=options.full,
             )
         finally:
             for engine in engines:
