@@ -284,15 +284,22 @@ def _foreign_data(source: Side, target: Side, skip: frozenset[str]) -> list[str]
                     found.append(f"{count:,} rows in {table.name} (store {name}, shard {index})")
     if "blobs" not in skip and target.container.blobs().list(limit=1).items:
         found.append("objects in the blob store")
-    if (
-        "sessions" not in skip
-        and Capability.EXPORT in target.capabilities("sessions")
-        and next(iter(target.container.sessions().export_sessions()), None) is not None
-    ):
+    if "sessions" not in skip and _holds_sessions(target):
         found.append("live sessions in the session store")
     if found and recorded.get("source_name"):
         found.append(f"its journal names another source, {recorded['source_name']!r}")
     return found
+
+
+def _holds_sessions(side: Side) -> bool:
+    """Whether ``side``'s session store lists any live session (False if it cannot list,
+    or its table does not exist yet: the server itself answered the ping already)."""
+    if Capability.EXPORT not in side.capabilities("sessions"):
+        return False
+    try:
+        return next(iter(side.container.sessions().export_sessions()), None) is not None
+    except ScalecoreError:
+        return False
 
 
 # --------------------------------------------------------------------------- copying
