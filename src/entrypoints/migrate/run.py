@@ -384,7 +384,7 @@ def _copy_table(
         landed = {k: v for k, v in result.target.items() if k not in result.dirty}
         if result.dirty:
             check = None if len(result.dirty) > 512 else result.dirty
-            landed.update(digest_table(table, target, sharded=sharded, only=check))
+            landed.update(digest_table(table, target, sharded=sharded, only=check, placed=True))
         scope = set(result.source) | set(landed)
         bad = mismatched(
             {k: result.source[k] for k in scope if k in result.source},
@@ -420,7 +420,7 @@ def _verify_table(
     sharded: bool,
 ) -> None:
     source_sums = digest_table(table, source, sharded=sharded, progress=advance)
-    target_sums = digest_table(table, target, sharded=sharded)
+    target_sums = digest_table(table, target, sharded=sharded, placed=True)
     row.read += sum(d.count for d in source_sums.values())
     bad = mismatched(source_sums, target_sums)
     row.verified += sum(d.count for k, d in target_sums.items() if k not in bad)

@@ -422,15 +422,24 @@ def digest_table(
     sharded: bool,
     only: set[int] | None = None,
     progress: Callable[[int], None] | None = None,
+    placed: bool = False,
 ) -> dict[int, Digest]:
     """Count and checksum every row of ``table`` on ``side``, per logical shard (just those
-    in ``only``, if given); -1 collects a table that is not sharded by id."""
+    in ``only``, if given); -1 collects a table that is not sharded by id.
+
+    With ``placed`` (reading a target back), a row found on a shard its logical shard does
+    not map to is hashed as a different row: the application would never find it there,
+    so it must not pass for a copy.
+    """
     digests: dict[int, Digest] = defaultdict(Digest)
     pending = 0
     for index in range(side.count):
         for key, row, _ in _scan(side, table, index, only, sharded):
             logical = logical_shard(key[0]) if sharded else -1
-            digests[logical].add_hash(row_hash(row))
+            if placed and sharded and side.place is not None and side.place(logical) != index:
+                digests[logical].add_hash(row_hash(("misplaced on shard", index, *row)))
+            else:
+                digests[logical].add_hash(row_hash(row))
             pending += 1
             if progress is not None and pending >= PAGE_ROWS:
                 progress(pending)
