@@ -464,7 +464,7 @@ def _session_row(result: SessionResult, report: Report) -> ReportRow:
     row = ReportRow(
         "sessions",
         read=result.read,
-        written=result.written,
+        written=result.written + result.deleted,
         verified=result.verified,
         bytes=result.bytes,
         seconds=result.seconds,
