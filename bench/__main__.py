@@ -15,7 +15,15 @@ from collections.abc import Sequence
 
 from bench._common import TARGET_RATIO
 
-BENCHMARKS = ("cache_get", "bus_publish", "blob_s3", "stampede", "feed_fanout", "resharding")
+BENCHMARKS = (
+    "cache_get",
+    "bus_publish",
+    "blob_s3",
+    "stampede",
+    "feed_fanout",
+    "resharding",
+    "migrate",
+)
 #: Ratios with an issue-4 target (adapter median / raw client median <= 1.10).
 TARGETED = (
     "cache.get",
@@ -60,6 +68,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{'bus.publish_many':<16} ratio {results['bus.publish_many']:.3f}  (per message, vs"
             " pika confirming each message: informational)"
         )
+    migrate_targets = (
+        ("migrate.sql_rate_ratio", ">=", 0.5),
+        ("migrate.blob_time_ratio", "<=", 1.2),
+        ("migrate.rss_growth_mib", "<", 150.0),
+        ("migrate.second_pass_ratio", "<", 0.10),
+    )
+    for key, op, target in migrate_targets:
+        if key in results:
+            value = results[key]
+            met = (
+                value >= target if op == ">=" else value <= target if op == "<=" else value < target
+            )
+            print(
+                f"{key:<28} {value:.3f}  {'target met' if met else 'target missed'} ({op} {target})"
+            )
     if failed:
         print(f"failed to run: {', '.join(failed)}")
     return 0
