@@ -13,6 +13,8 @@ from adapters.sql.shards import ShardedDatabase
 from entrypoints.migrate.progress import Progress
 from entrypoints.migrate.sqlsync import (
     ShardSet,
+    bucket_of,
+    by_logical_shard,
     digest_table,
     logical_shard,
     mismatched,
@@ -142,7 +144,12 @@ def test_a_later_walk_catches_up_changes_deletes_and_misplaced_rows(
     # Read back independently, the misplaced row counts as a difference too.
     src = digest_table(feed_table, side(source, "s"), sharded=True)
     dst = digest_table(feed_table, side(target, "t"), sharded=True, placed=True)
-    assert mismatched(src, dst) == {logical_shard(r["follower_id"]) for r in (changed, gone, moved)}
+    assert mismatched(by_logical_shard(src), by_logical_shard(dst)) == {
+        logical_shard(r["follower_id"]) for r in (changed, gone, moved)
+    }
+    assert mismatched(src, dst) == {
+        bucket_of((r["follower_id"], r["photo_id"]), True) for r in (changed, gone, moved)
+    }
 
     fix = sync_table(feed_table, side(source, "s"), side(target, "t"), write=True)
     assert fix.written == 2  # the changed row, the misplaced row on its home shard
@@ -152,15 +159,19 @@ def test_a_later_walk_catches_up_changes_deletes_and_misplaced_rows(
     assert sum(len(v) for v in all_rows(target).values()) == 119
 
 
-def test_a_walk_limited_to_logical_shards_touches_only_them(
+def test_a_walk_limited_to_buckets_touches_only_them(
     pair: tuple[ShardedDatabase, ShardedDatabase],
 ) -> None:
     source, target = pair
     rows = entries(200)
     insert(source, rows)
-    wanted = {logical_shard(rows[0]["follower_id"]), logical_shard(rows[1]["follower_id"])}
+
+    def bucket(row: dict[str, object]) -> int:
+        return bucket_of((row["follower_id"], row["photo_id"]), True)
+
+    wanted = {bucket(rows[0]), bucket(rows[1])}
     result = sync_table(feed_table, side(source, "s"), side(target, "t"), write=True, only=wanted)
-    expected = [r for r in rows if logical_shard(r["follower_id"]) in wanted]
+    expected = [r for r in rows if bucket(r) in wanted]
     assert result.written == len(expected) > 0
     assert set(result.source) == wanted
     limited = digest_table(feed_table, side(target, "t"), sharded=True, only=wanted)

@@ -22,6 +22,7 @@ any other source is refused before it writes (see :func:`foreign_data`).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 
@@ -56,8 +57,8 @@ digests_table = sa.Table(
     _METADATA,
     sa.Column("table_name", sa.String(64), primary_key=True),
     sa.Column("logical_shard", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("row_count", sa.BigInteger, nullable=False),
-    sa.Column("checksum", sa.String(32), nullable=False),
+    # JSON: bucket digit -> [row count, checksum hex] for the buckets holding rows.
+    sa.Column("buckets", sa.Text, nullable=False),
 )
 
 
@@ -92,20 +93,29 @@ def write_journal(databases: Databases, **values: str) -> None:
 
 
 def load_digests(databases: Databases, table: str) -> dict[int, Digest]:
-    """Logical shard -> verified source digest recorded for ``table`` (empty if none)."""
+    """Bucket -> verified source digest recorded for ``table`` (empty if none)."""
+    from entrypoints.migrate.sqlsync import BUCKETS_PER_SHARD
+
     t = digests_table
     with databases.store("users").read(shard=0) as connection:
         if not sa.inspect(connection).has_table(t.name):
             return {}
         rows = connection.execute(
-            sa.select(t.c.logical_shard, t.c.row_count, t.c.checksum).where(t.c.table_name == table)
-        )
-        return {row.logical_shard: Digest(row.row_count, int(row.checksum, 16)) for row in rows}
+            sa.select(t.c.logical_shard, t.c.buckets).where(t.c.table_name == table)
+        ).all()
+    found: dict[int, Digest] = {}
+    for row in rows:
+        for digit, (count, checksum) in json.loads(row.buckets).items():
+            bucket = -1 if row.logical_shard < 0 else row.logical_shard * BUCKETS_PER_SHARD
+            found[bucket + (int(digit) if row.logical_shard >= 0 else 0)] = Digest(
+                count, int(checksum, 16)
+            )
+    return found
 
 
 def forget_digests(databases: Databases, table: str, shards: set[int] | None) -> None:
-    """Drop the recorded digests of ``shards`` (all, if None) of ``table``: they are about
-    to change."""
+    """Drop the recorded digests of the logical ``shards`` (all, if None) of ``table``:
+    they are about to change."""
     t = digests_table
     with databases.store("users").unit_of_work(shard=0) as connection:
         _METADATA.create_all(connection, checkfirst=True)
@@ -118,28 +128,29 @@ def forget_digests(databases: Databases, table: str, shards: set[int] | None) ->
 
 
 def save_digests(databases: Databases, table: str, digests: Mapping[int, Digest]) -> None:
-    """Record verified digests of ``table`` (replacing those of the same shards)."""
-    if not digests:
-        return
-    t = digests_table
-    from adapters.photofeed.schema import upsert
+    """Record verified bucket digests of ``table``, replacing whole logical shards: pass
+    every bucket of each logical shard recorded."""
+    from entrypoints.migrate.sqlsync import BUCKETS_PER_SHARD, logical_of
 
-    rows = [
-        {
-            "table_name": table,
-            "logical_shard": shard,
-            "row_count": digest.count,
-            "checksum": digest.hexdigest,
-        }
-        for shard, digest in digests.items()
-    ]
+    grouped: dict[int, dict[str, list[object]]] = {}
+    for bucket, digest in digests.items():
+        if digest.count == 0:
+            continue
+        digit = 0 if bucket < 0 else bucket % BUCKETS_PER_SHARD
+        grouped.setdefault(logical_of(bucket), {})[str(digit)] = [digest.count, digest.hexdigest]
+    t = digests_table
     with databases.store("users").unit_of_work(shard=0) as connection:
         _METADATA.create_all(connection, checkfirst=True)
-        insert = upsert(connection, t)
-        connection.execute(
-            insert.on_conflict_do_update(
-                index_elements=[t.c.table_name, t.c.logical_shard],
-                set_={"row_count": insert.excluded.row_count, "checksum": insert.excluded.checksum},
-            ),
-            rows,
-        )
+        covered = sorted({logical_of(bucket) for bucket in digests})
+        if covered:
+            connection.execute(
+                t.delete().where(t.c.table_name == table, t.c.logical_shard.in_(covered))
+            )
+        if grouped:
+            connection.execute(
+                t.insert(),
+                [
+                    {"table_name": table, "logical_shard": logical, "buckets": json.dumps(b)}
+                    for logical, b in grouped.items()
+                ],
+            )

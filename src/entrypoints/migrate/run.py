@@ -38,8 +38,10 @@ from entrypoints.migrate.sessions import SessionResult, sync_sessions
 from entrypoints.migrate.sides import Side, fingerprint, load_side, overlap
 from entrypoints.migrate.sqlsync import (
     ShardSet,
+    by_logical_shard,
     count_rows,
     digest_table,
+    logical_of,
     mismatched,
     sync_table,
 )
@@ -346,26 +348,30 @@ def _copy_table(
     records: Databases | None,
     full: bool,
 ) -> None:
-    """Walk and write the logical shards of ``table`` that may differ, read them back,
-    and walk again those that still differ (a live source), up to MAX_ROUNDS times."""
+    """Walk and write the buckets of ``table`` that may differ, read them back, and walk
+    again those that still differ (a live source), up to MAX_ROUNDS times.
+
+    A first run walks everything. A later one checksums the source and walks only the
+    buckets whose checksum moved since the last verified copy (``records``).
+    """
     sharded = target.place is not None
     only: set[int] | None = None
     recorded = journal.load_digests(records, table.name) if records is not None else {}
-    if full:
-        recorded = {}
-    if recorded:
-        # A later pass: the shards whose source checksum moved since the last verified
-        # copy are the only ones to walk; the others were verified then.
+    verified: dict[int, Digest] = {}  # bucket -> source digest verified in the target
+    if recorded and not full:
         current = digest_table(table, source, sharded=sharded, progress=advance)
         only = mismatched(current, recorded)
-        unchanged = sum(d.count for k, d in current.items() if k not in only)
+        verified = {k: v for k, v in current.items() if k not in only}
+        unchanged = sum(d.count for d in verified.values())
         row.read += unchanged
         row.verified += unchanged
-        row.bytes += 0
         if not only:
             return
     if records is not None:
-        journal.forget_digests(records, table.name, only)
+        journal.forget_digests(
+            records, table.name, None if only is None else {logical_of(k) for k in only}
+        )
+    bad: set[int] = set()
     for round_ in range(1, MAX_ROUNDS + 1):
         result = sync_table(
             table,
@@ -373,18 +379,20 @@ def _copy_table(
             target,
             write=True,
             only=only,
-            progress=advance if round_ == 1 and not recorded else None,
+            progress=advance if round_ == 1 and only is None else None,
         )
         if round_ == 1:
             row.read += result.read
             row.bytes += result.bytes
         row.written += result.written + result.deleted
-        # The target as read back: shards the walk found equal were read by the walk;
+        # The target as read back: buckets the walk found equal were read by the walk;
         # the ones it wrote are read again now, independently of the copy.
         landed = {k: v for k, v in result.target.items() if k not in result.dirty}
         if result.dirty:
-            check = None if len(result.dirty) > 512 else result.dirty
-            landed.update(digest_table(table, target, sharded=sharded, only=check, placed=True))
+            everything = only is None and len(result.dirty) * 2 > len(result.source)
+            check = None if everything else result.dirty
+            back = digest_table(table, target, sharded=sharded, only=check, placed=True)
+            landed.update(back if check is None else {k: back[k] for k in back if k in check})
         scope = set(result.source) | set(landed)
         bad = mismatched(
             {k: result.source[k] for k in scope if k in result.source},
@@ -392,22 +400,27 @@ def _copy_table(
         )
         good = scope - bad
         row.verified += sum(landed[k].count for k in good if k in landed)
-        if records is not None:
-            journal.save_digests(
-                records, table.name, {k: result.source.get(k, Digest()) for k in good}
-            )
+        verified.update({k: result.source.get(k, Digest()) for k in good})
         if not bad:
-            return
+            break
         progress.say(
-            f"{row.store}: {len(bad)} logical shard(s) of {table.name} changed during the "
-            "copy; copying them again"
+            f"{row.store}: {len({logical_of(k) for k in bad})} logical shard(s) of "
+            f"{table.name} changed during the copy; copying them again"
         )
         only = bad
-    row.status = "DIFFERS"
-    report.differences.append(
-        f"{table.name}: {len(only or ())} logical shard(s) still differ after "
-        f"{MAX_ROUNDS} rounds (is the source still taking writes?)"
-    )
+    if records is not None:
+        dirty_shards = {logical_of(k) for k in bad}
+        journal.save_digests(
+            records,
+            table.name,
+            {k: v for k, v in verified.items() if logical_of(k) not in dirty_shards},
+        )
+    if bad:
+        row.status = "DIFFERS"
+        report.differences.append(
+            f"{table.name}: {len({logical_of(k) for k in bad})} logical shard(s) still differ "
+            f"after {MAX_ROUNDS} rounds (is the source still taking writes?)"
+        )
 
 
 def _verify_table(
@@ -419,13 +432,16 @@ def _verify_table(
     advance: Callable[[int], None],
     sharded: bool,
 ) -> None:
-    source_sums = digest_table(table, source, sharded=sharded, progress=advance)
-    target_sums = digest_table(table, target, sharded=sharded, placed=True)
-    row.read += sum(d.count for d in source_sums.values())
-    bad = mismatched(source_sums, target_sums)
-    row.verified += sum(d.count for k, d in target_sums.items() if k not in bad)
-    if not bad:
+    source_buckets = digest_table(table, source, sharded=sharded, progress=advance)
+    target_buckets = digest_table(table, target, sharded=sharded, placed=True)
+    row.read += sum(d.count for d in source_buckets.values())
+    bad_buckets = mismatched(source_buckets, target_buckets)
+    row.verified += sum(d.count for k, d in target_buckets.items() if k not in bad_buckets)
+    if not bad_buckets:
         return
+    source_sums = by_logical_shard(source_buckets)
+    target_sums = by_logical_shard(target_buckets)
+    bad = mismatched(source_sums, target_sums)
     row.status = "DIFFERS"
     for logical in sorted(bad):
         src, dst = source_sums.get(logical, Digest()), target_sums.get(logical, Digest())
@@ -436,7 +452,7 @@ def _verify_table(
         source,
         target,
         write=False,
-        only=bad if sharded else None,
+        only=bad_buckets if sharded else None,
         max_differences=MAX_LISTED,
     )
     report.differences.extend(f"  {difference}" for difference in detail.differences)

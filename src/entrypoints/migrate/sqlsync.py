@@ -11,11 +11,14 @@ shard, whatever the size of the table:
 - a row only in the target (deleted in the source since an earlier pass), or on a target
   shard its logical shard does not map to, is deleted there.
 
-The walk also sums, per logical shard, an order-independent digest
-(:class:`scalecore.checksum.Digest`) of every row it read on each side. Logical shards
-that needed no write are verified by those sums. Logical shards that were written are read
-back afterwards (:func:`digest_table`, restricted to those logical shards) and compared
-with the source again: that read is independent of the copy path.
+The walk also sums an order-independent digest (:class:`scalecore.checksum.Digest`) of
+every row it read on each side, per *bucket*: a 32nd of a logical shard, chosen by the last
+character of the row's last key column (random bits of an id), so checksums locate a
+change to a few rows, not to a whole logical shard. Buckets that needed no write are
+verified by those sums. Buckets that were written are read back afterwards
+(:func:`digest_table`, restricted to them by a filter on the id characters that the
+database evaluates) and compared with the source: that read is independent of the copy
+path. Reports aggregate buckets per logical shard (:func:`by_logical_shard`).
 
 Running the walk again after a kill simply finds what is already there: a copy is
 resumable and idempotent without any bookkeeping, and a second pass writes only what
@@ -73,6 +76,28 @@ def logical_shard(some_id: object) -> int:
         _shard_cache[some_id[10:14]] = shard
         return shard
     return shard_of(some_id)
+
+
+_DIGIT = {char: value for value, char in enumerate(_ALPHABET)}
+#: Buckets per logical shard: the last character of a row's last key column (an id's
+#: lowest five random bits), so a bucket holds about 1/32 of a logical shard's rows.
+BUCKETS_PER_SHARD = 32
+
+
+def bucket_of(key: tuple[Any, ...], sharded: bool) -> int:
+    """The digest bucket of a row: ``logical shard * 32 + a digit of its last key column``
+    (-1 for a table not sharded by id). Checksums are kept per bucket, so a later pass
+    finds the few rows that changed without walking whole logical shards."""
+    if not sharded:
+        return -1
+    last = key[-1]
+    digit = _DIGIT.get(last[-1], 0) if isinstance(last, str) and last else 0
+    return logical_shard(key[0]) * BUCKETS_PER_SHARD + digit
+
+
+def logical_of(bucket: int) -> int:
+    """The logical shard of a bucket (-1 stays -1)."""
+    return -1 if bucket < 0 else bucket // BUCKETS_PER_SHARD
 
 
 def _prefix(logical: int) -> str:
@@ -191,7 +216,7 @@ def _scan(
                     "the database's collation must order ids as bytes do"
                 )
             last = key
-            if only is not None and sharded and logical_shard(key[0]) not in only:
+            if only is not None and sharded and bucket_of(key, sharded) not in only:
                 continue
             yield key, row, index
         if len(rows) < PAGE_ROWS:
@@ -220,10 +245,15 @@ def _page_query(
         ]
     query = sa.select(*table.columns).order_by(*order).limit(PAGE_ROWS)
     if only is not None and sharded:
-        prefixes = sorted({_prefix(logical) for logical in only})
-        query = query.where(
-            sa.func.substr(keys[0], _PREFIX_START + 1, _PREFIX_LENGTH).in_(prefixes)
+        # The id characters that fix a bucket up to a pair of logical shards (Python
+        # keeps the exact ones): a filter both dialects evaluate server-side.
+        pairs = sorted(
+            {_prefix(logical_of(bucket)) + _ALPHABET[bucket % BUCKETS_PER_SHARD] for bucket in only}
         )
+        selector = sa.func.substr(keys[0], _PREFIX_START + 1, _PREFIX_LENGTH).concat(
+            sa.func.substr(keys[-1], ID_LENGTH, 1)
+        )
+        query = query.where(selector.in_(pairs))
     if last is not None:
         if len(order) == 1:
             query = query.where(order[0] > last[0])
@@ -317,7 +347,7 @@ def sync_table(
     progress: Callable[[int], None] | None = None,
     max_differences: int = 0,
 ) -> SyncResult:
-    """Walk ``table`` on both sides (just the logical shards in ``only``, if given).
+    """Walk ``table`` on both sides (just the buckets in ``only``, if given).
 
     With ``write``, make the target equal to the source; without, only compare (the
     differences, up to ``max_differences`` of them, are kept in the result). Digests of
@@ -341,7 +371,7 @@ def sync_table(
         return logical, target.place(logical)
 
     def note(kind: str, logical: int | None, key: tuple[Any, ...]) -> None:
-        result.dirty.add(-1 if logical is None else logical)
+        result.dirty.add(bucket_of(key, sharded))
         result.different += 1
         if len(result.differences) < max_differences:
             result.differences.append(Difference(table.name, logical, key, kind))
@@ -353,7 +383,7 @@ def sync_table(
             logical, index = home(key)
             source_hash, size = _hash(row)
             result.bytes += size
-            result.source[_slot(logical)].add_hash(source_hash)
+            result.source[bucket_of(key, sharded)].add_hash(source_hash)
             note("missing", logical, key)
             if writer is not None:
                 writer.upsert(index, row)
@@ -363,7 +393,7 @@ def sync_table(
         elif src is None or tgt[0] < src[0]:
             key, row, where = tgt
             logical, _ = home(key)
-            result.target[_slot(logical)].add_hash(row_hash(row))
+            result.target[bucket_of(key, sharded)].add_hash(row_hash(row))
             note("extra", logical, key)
             if writer is not None:
                 writer.delete(where, key)
@@ -373,17 +403,17 @@ def sync_table(
             logical, index = home(key)
             source_hash, size = _hash(row)
             result.bytes += size
-            result.source[_slot(logical)].add_hash(source_hash)
+            result.source[bucket_of(key, sharded)].add_hash(source_hash)
             # Every copy of this key in the target: one on the right shard, equal, is kept.
             kept = False
             while tgt is not None and tgt[0] == key:
                 _, target_row, where = tgt
                 target_hash = source_hash if target_row == row else row_hash(target_row)
                 if where == index and target_row == row and not kept:
-                    result.target[_slot(logical)].add_hash(target_hash)
+                    result.target[bucket_of(key, sharded)].add_hash(target_hash)
                     kept = True
                 else:
-                    result.target[_slot(logical)].add_hash(target_hash)
+                    result.target[bucket_of(key, sharded)].add_hash(target_hash)
                     note("misplaced" if where != index else "differs", logical, key)
                     if writer is not None and where != index:
                         writer.delete(where, key)
@@ -410,11 +440,6 @@ def _hash(row: tuple[Any, ...]) -> tuple[int, int]:
     return int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "big"), len(data)
 
 
-def _slot(logical: int | None) -> int:
-    """Digest slot of a logical shard; -1 for a table that is not sharded by id."""
-    return -1 if logical is None else logical
-
-
 def digest_table(
     table: sa.Table,
     side: ShardSet,
@@ -424,8 +449,8 @@ def digest_table(
     progress: Callable[[int], None] | None = None,
     placed: bool = False,
 ) -> dict[int, Digest]:
-    """Count and checksum every row of ``table`` on ``side``, per logical shard (just those
-    in ``only``, if given); -1 collects a table that is not sharded by id.
+    """Count and checksum every row of ``table`` on ``side`` per bucket (:func:`bucket_of`;
+    just the buckets in ``only``, if given); -1 collects a table not sharded by id.
 
     With ``placed`` (reading a target back), a row found on a shard its logical shard does
     not map to is hashed as a different row: the application would never find it there,
@@ -435,11 +460,17 @@ def digest_table(
     pending = 0
     for index in range(side.count):
         for key, row, _ in _scan(side, table, index, only, sharded):
-            logical = logical_shard(key[0]) if sharded else -1
-            if placed and sharded and side.place is not None and side.place(logical) != index:
-                digests[logical].add_hash(row_hash(("misplaced on shard", index, *row)))
-            else:
-                digests[logical].add_hash(row_hash(row))
+            bucket = bucket_of(key, sharded)
+            misplaced = (
+                placed
+                and sharded
+                and side.place is not None
+                and side.place(logical_of(bucket)) != index
+            )
+            if misplaced:
+                digests[bucket].add_hash(row_hash(("misplaced on shard", index, *row)))
+                continue
+            digests[bucket].add_hash(row_hash(row))
             pending += 1
             if progress is not None and pending >= PAGE_ROWS:
                 progress(pending)
@@ -463,8 +494,16 @@ def count_rows(table: sa.Table, side: ShardSet) -> list[int]:
     return counts
 
 
+def by_logical_shard(digests: dict[int, Digest]) -> dict[int, Digest]:
+    """Bucket digests merged per logical shard (-1 stays -1)."""
+    merged: dict[int, Digest] = defaultdict(Digest)
+    for bucket, digest in digests.items():
+        merged[logical_of(bucket)].merge(digest)
+    return dict(merged)
+
+
 def mismatched(source: dict[int, Digest], target: dict[int, Digest]) -> set[int]:
-    """Logical shards whose digests differ between the sides."""
+    """Keys (buckets or logical shards) whose digests differ between the sides."""
     return {
         logical
         for logical in set(source) | set(target)
