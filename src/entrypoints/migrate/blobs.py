@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,10 +23,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import attrs
 
 from adapters.blob import key_order
+from entrypoints.migrate.journal import BlobJournal
 from scalecore.errors import NotFound
 from scalecore.ports.blobstore import BlobInfo, BlobStore, BlobStream
 
 __all__ = ["BlobResult", "sync_blobs"]
+
+#: What the journal keeps of an object: key, size, SHA-256, content type, Cache-Control,
+#: Expires (Unix seconds).
+Entry = tuple[str, int, str, str, str | None, int | None]
 
 #: Objects copied at once.
 WORKERS = 8
@@ -113,6 +119,17 @@ def _copy(source: BlobStore, target: BlobStore, info: BlobInfo) -> tuple[int, st
     return reader.size, read_back(target, current)
 
 
+def _entry(info: BlobInfo) -> Entry:
+    return (
+        info.key,
+        info.size,
+        info.etag,
+        info.content_type,
+        info.cache_control,
+        _seconds(info.expires),
+    )
+
+
 def sync_blobs(
     source: BlobStore,
     target: BlobStore,
@@ -120,19 +137,38 @@ def sync_blobs(
     write: bool,
     read_back_all: bool = False,
     progress: Callable[[int], None] | None = None,
+    journal: BlobJournal | None = None,
 ) -> BlobResult:
     """Make ``target`` hold exactly ``source``'s objects (``write``), or only compare.
 
     Objects already equal by listing (size, SHA-256, headers) count as verified; with
     ``read_back_all`` they are also read back and hashed (``scalecore migrate --verify``).
+    With a ``journal`` of what an earlier run copied and verified, the source's listing is
+    compared with the journal instead of the target's listing (which costs a HEAD per
+    object on S3); every object copied and verified is recorded in it.
     """
     began = time.monotonic()
     result = BlobResult()
     source_items: Iterator[BlobInfo] = source.iter_all()
-    target_items: Iterator[BlobInfo] = target.iter_all()
+    known: Iterator[Entry] | None = None
+    if journal is not None and write:
+        known = journal.entries()
+        first = next(known, None)
+        known = None if first is None else itertools.chain([first], known)
+    target_items: Iterator[Entry] = (
+        known if known is not None else (_entry(info) for info in target.iter_all())
+    )
     src = next(source_items, None)
     tgt = next(target_items, None)
     futures: list[tuple[BlobInfo, Future[tuple[int, str | None]]]] = []
+    to_record: list[Entry] = []
+
+    def record(entry: Entry | None) -> None:
+        if entry is not None:
+            to_record.append(entry)
+        if journal is not None and (entry is None or len(to_record) >= 500):
+            journal.record(to_record)
+            to_record.clear()
 
     def settle(limit: int) -> None:
         while len(futures) > limit:
@@ -141,33 +177,39 @@ def sync_blobs(
             result.bytes += size
             if problem is None:
                 result.verified += 1
+                record(_entry(info))
             else:
                 result.differences.append(f"blob {info.key}: {problem}")
             if progress is not None:
                 progress(size)
 
+    def copy(info: BlobInfo) -> None:
+        result.written += 1
+        futures.append((info, pool.submit(_copy, source, target, info)))
+        settle(IN_FLIGHT)
+
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="migrate-blob") as pool:
         while src is not None or tgt is not None:
-            if tgt is None or (src is not None and key_order(src.key) < key_order(tgt.key)):
+            if tgt is None or (src is not None and key_order(src.key) < key_order(tgt[0])):
                 assert src is not None
                 result.read += 1
                 if write:
-                    result.written += 1
-                    futures.append((src, pool.submit(_copy, source, target, src)))
-                    settle(IN_FLIGHT)
+                    copy(src)
                 else:
                     result.differences.append(f"blob {src.key}: missing in the target")
                 src = next(source_items, None)
-            elif src is None or key_order(tgt.key) < key_order(src.key):
+            elif src is None or key_order(tgt[0]) < key_order(src.key):
                 if write:
-                    target.delete(tgt.key)
+                    target.delete(tgt[0])
+                    if journal is not None:
+                        journal.forget([tgt[0]])
                     result.deleted += 1
                 else:
-                    result.differences.append(f"blob {tgt.key}: only in the target")
+                    result.differences.append(f"blob {tgt[0]}: only in the target")
                 tgt = next(target_items, None)
             else:
                 result.read += 1
-                if same_object(src, tgt):
+                if _entry(src) == tgt:
                     if read_back_all:
                         problem = read_back(target, src)
                         if problem is None:
@@ -176,17 +218,18 @@ def sync_blobs(
                             result.differences.append(f"blob {src.key}: {problem}")
                     else:
                         result.verified += 1
+                        if known is None:
+                            record(tgt)
                     result.bytes += src.size
                     if progress is not None:
                         progress(src.size)
                 elif write:
-                    result.written += 1
-                    futures.append((src, pool.submit(_copy, source, target, src)))
-                    settle(IN_FLIGHT)
+                    copy(src)
                 else:
                     result.differences.append(f"blob {src.key}: differs (size, sha256 or headers)")
                 src = next(source_items, None)
                 tgt = next(target_items, None)
         settle(0)
+    record(None)
     result.seconds = time.monotonic() - began
     return result

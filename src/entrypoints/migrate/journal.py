@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -32,6 +32,8 @@ from adapters.sql.shards import Databases
 from scalecore.checksum import Digest
 
 __all__ = [
+    "BlobJournal",
+    "blobs_table",
     "digests_table",
     "forget_digests",
     "journal_table",
@@ -59,6 +61,18 @@ digests_table = sa.Table(
     sa.Column("logical_shard", sa.Integer, primary_key=True, autoincrement=False),
     # JSON: bucket digit -> [row count, checksum hex] for the buckets holding rows.
     sa.Column("buckets", sa.Text, nullable=False),
+)
+
+
+blobs_table = sa.Table(
+    "scalecore_migration_blobs",
+    _METADATA,
+    sa.Column("blob_key", sa.String(1024), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("etag", sa.String(64), nullable=False),
+    sa.Column("content_type", sa.String(255), nullable=False),
+    sa.Column("cache_control", sa.Text, nullable=True),
+    sa.Column("expires", sa.BigInteger, nullable=True),
 )
 
 
@@ -154,3 +168,74 @@ def save_digests(databases: Databases, table: str, digests: Mapping[int, Digest]
                     for logical, b in grouped.items()
                 ],
             )
+
+
+class BlobJournal:
+    """The objects a run copied and verified in the target (key, size, SHA-256, headers),
+    so a later run compares the source's listing with this table instead of listing (and
+    HEADing) every object of the target. Read in key order (bytes), a page at a time."""
+
+    PAGE = 1000
+
+    def __init__(self, databases: Databases) -> None:
+        self._store = databases.store("users")
+
+    def entries(self) -> Iterator[tuple[str, int, str, str, str | None, int | None]]:
+        t = blobs_table
+        with self._store.read(shard=0) as connection:
+            if not sa.inspect(connection).has_table(t.name):
+                return
+        after: str | None = None
+        while True:
+            with self._store.read(shard=0) as connection:
+                key = t.c.blob_key
+                if connection.dialect.name == "postgresql":
+                    key = key.collate("C")  # type: ignore[assignment]
+                query = sa.select(t).order_by(key).limit(self.PAGE)
+                if after is not None:
+                    query = query.where(key > after)
+                rows = connection.execute(query).all()
+            for row in rows:
+                yield (
+                    row.blob_key,
+                    row.size,
+                    row.etag,
+                    row.content_type,
+                    row.cache_control,
+                    row.expires,
+                )
+            if len(rows) < self.PAGE:
+                return
+            after = rows[-1].blob_key
+
+    def record(self, entries: Sequence[tuple[str, int, str, str, str | None, int | None]]) -> None:
+        if not entries:
+            return
+        from adapters.photofeed.schema import upsert
+
+        t = blobs_table
+        names = ["blob_key", "size", "etag", "content_type", "cache_control", "expires"]
+        with self._store.unit_of_work(shard=0) as connection:
+            _METADATA.create_all(connection, checkfirst=True)
+            insert = upsert(connection, t)
+            connection.execute(
+                insert.on_conflict_do_update(
+                    index_elements=[t.c.blob_key],
+                    set_={name: insert.excluded[name] for name in names[1:]},
+                ),
+                [dict(zip(names, entry, strict=True)) for entry in entries],
+            )
+
+    def forget(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        t = blobs_table
+        with self._store.unit_of_work(shard=0) as connection:
+            _METADATA.create_all(connection, checkfirst=True)
+            connection.execute(t.delete().where(t.c.blob_key.in_(list(keys))))
+
+    def clear(self) -> None:
+        t = blobs_table
+        with self._store.unit_of_work(shard=0) as connection:
+            _METADATA.create_all(connection, checkfirst=True)
+            connection.execute(t.delete())

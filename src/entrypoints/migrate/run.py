@@ -695,12 +695,18 @@ def _run_parts(
     if "blobs" not in skip:
         blobs = source.container.blobs()
         with progress.task("blobs", None, unit="B") as task:
+            blob_journal = None
+            if records is not None:
+                blob_journal = journal.BlobJournal(records)
+                if options.full:
+                    blob_journal.clear()
             result = sync_blobs(
                 blobs,
                 target.container.blobs(),
                 write=mode == "copy",
                 read_back_all=mode == "verify",
                 progress=task.advance,
+                journal=blob_journal,
             )
         report.rows.append(_blob_row(result, report, mode))
     if "sessions" not in skip:
