@@ -80,12 +80,14 @@ def same_object(a: BlobInfo, b: BlobInfo) -> bool:
 
 
 def read_back(store: BlobStore, info: BlobInfo) -> str | None:
-    """Read the object back from ``store`` and return what is wrong with it, or None."""
+    """Read the object back from ``store`` and return what is wrong with it, or None.
+
+    One GET: the stream's info carries the stored headers, the bytes are hashed here."""
+    digest = hashlib.sha256()
+    size = 0
     try:
-        stored = store.head(info.key)
-        digest = hashlib.sha256()
-        size = 0
         with store.open(info.key) as stream:
+            stored = stream.info
             for chunk in stream:
                 digest.update(chunk)
                 size += len(chunk)
