@@ -496,7 +496,9 @@ def _measure(
     for store in (*sql_stores, "blobs", "sessions"):
         seconds = float(first[store][5])
         rate = int(first[store][1].replace(",", "")) / seconds if seconds else 0.0
-        rows.append([f"  {store} rows or objects/s", f"{rate:,.0f}", "-", "-", "-"])
+        megabytes = to_bytes(first[store][4]) / seconds / 1e6 if seconds else 0.0
+        label = f"  {store}: rows or objects/s, MB/s"
+        rows.append([label, f"{rate:,.0f}", f"{megabytes:,.1f} MB/s", "-", "-"])
     print(table(["measure", "migrate", "baseline", "ratio", "target"], rows))
     return {
         "migrate.sql_rate_ratio": migrate_rate / base_rate,
