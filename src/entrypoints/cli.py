@@ -15,6 +15,7 @@ stderr and exits non-zero (2); no command prints a traceback for an error it can
     scalecore db init                          create every table on every shard and store
     scalecore bus replay TOPIC [--group G]     move dead letters back to their queue
     scalecore migrate --from OLD --to NEW      copy every durable store, verified
+    scalecore loadtest --target URL ...        seed, load and report (extra scalecore[load])
 """
 
 from __future__ import annotations
@@ -425,6 +426,123 @@ def migrate(
     if not report.ok:
         problem = "differences found" if mode == "verify" else "not everything verified"
         click.echo(f"error: {problem}: {len(report.differences)} line(s) above", err=True)
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------- load
+
+
+#: The longest load test the command runs (a bound, so no run is ever open-ended).
+MAX_DURATION = 3600.0
+
+
+def _parse_duration(value: str) -> float:
+    """``90``, ``90s``, ``2m``, ``1h`` -> seconds (more than 0, at most ``MAX_DURATION``)."""
+    text = value.strip().lower()
+    scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(text[-1:])
+    number = text[:-1] if scale is not None else text
+    try:
+        seconds = float(number) * (scale or 1.0)
+    except ValueError:
+        raise click.BadParameter(f"must look like 60s, 2m or 90, not {value!r}") from None
+    if not 0 < seconds <= MAX_DURATION:
+        raise click.BadParameter(f"must be more than 0 and at most {MAX_DURATION:.0f}s")
+    return seconds
+
+
+@main.command("loadtest")
+@click.option("--target", required=True, help="Base URL of the site, e.g. http://127.0.0.1:8000.")
+@click.option("--users", type=click.IntRange(1, 5000), default=50, show_default=True)
+@click.option(
+    "--spawn-rate", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+    help="Virtual users started per second.",
+)  # fmt: skip
+@click.option("--duration", default="60s", show_default=True, help="How long to load (60s, 2m).")
+@click.option(
+    "--report", "report_dir", required=True, type=click.Path(file_okay=False),
+    help="Directory for index.html, report.json and the CSVs.",
+)  # fmt: skip
+@click.option("--seed-users", type=click.IntRange(2, 100_000), default=200, show_default=True)
+@click.option(
+    "--follows", type=click.IntRange(0, 1000), default=20, show_default=True,
+    help="Accounts each seeded account follows (Pareto by popularity).",
+)  # fmt: skip
+@click.option("--photos", type=click.IntRange(0, 100_000), default=100, show_default=True)
+@click.option(
+    "--think-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
+    help="Mean seconds between a user's actions (+-50%); 0 for as fast as possible.",
+)  # fmt: skip
+@click.option(
+    "--fanout-threshold", type=click.IntRange(min=0), default=1000, show_default=True,
+    help="The target's [photofeed] fanout_threshold (to report accounts above it).",
+)  # fmt: skip
+@click.option("--seed", "rng_seed", type=int, default=None, help="Random seed of the graph.")
+@click.option(
+    "--max-error-rate", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+    help="Exit 1 when more than this share of requests failed.",
+)  # fmt: skip
+@click.option("--allow-remote", is_flag=True, help="Allow a target that is not on loopback.")
+@_one_line_errors
+def loadtest(
+    target: str,
+    users: int,
+    spawn_rate: float,
+    duration: str,
+    report_dir: str,
+    seed_users: int,
+    follows: int,
+    photos: int,
+    think_time: float,
+    fanout_threshold: int,
+    rng_seed: int | None,
+    max_error_rate: float,
+    allow_remote: bool,
+) -> None:
+    """Seed a site over HTTP and load it with locust for a bounded time; write a report.
+
+    The mix: feed views (most), profile views (80% on the 20% most-followed accounts), an
+    upload per ~100 views, follows, unfollows and log-ins; fan-out lag is probed. The
+    report (DIR/index.html, report.json, CSVs) also holds cache hit rates and database
+    queries per request read from the target's /metrics.
+    """
+    seconds = _parse_duration(duration)
+    try:
+        import locust  # noqa: F401  (patches the standard library for gevent first)
+    except ModuleNotFoundError:
+        raise ConfigError("`scalecore loadtest` needs locust: install scalecore[load]") from None
+    from pathlib import Path
+
+    from entrypoints.loadtest.headless import check_target, run_loadtest
+
+    base = check_target(target, allow_remote=allow_remote)
+    report = run_loadtest(
+        target=base,
+        users=users,
+        spawn_rate=spawn_rate,
+        duration=seconds,
+        report_dir=Path(report_dir),
+        seed_users=seed_users,
+        follows=follows,
+        photos=photos,
+        think_time=think_time,
+        fanout_threshold=fanout_threshold,
+        echo=click.echo,
+        rng_seed=rng_seed,
+    )
+    total = report["endpoints"][-1]
+    lag = report["fanout_lag"]
+    click.echo(
+        f"{total['requests']} requests, {total['failures']} failed, {total['rps']} req/s, "
+        f"p50 {total['p50_ms']} ms, p99 {total['p99_ms']} ms; fan-out lag p50 "
+        f"{lag['p50_s']} s, p99 {lag['p99_s']} s ({lag['samples']} samples)"
+    )
+    click.echo(f"report: {Path(report_dir) / 'index.html'}")
+    if total["requests"] and total["failures"] / total["requests"] > max_error_rate:
+        click.echo(
+            f"error: {total['failures']} of {total['requests']} requests failed "
+            f"(more than --max-error-rate {max_error_rate})",
+            err=True,
+        )
         sys.exit(1)
 
 

@@ -298,6 +298,13 @@ def _cron_jobs(service: Any, sessions: Any, ledger: Any) -> Any:
     return cron_jobs(photofeed=service, sessions=sessions, ledger=ledger)
 
 
+def _sql_statements() -> int:
+    # Imported on first call: building the container must not import SQLAlchemy.
+    from adapters.sql.engine import statements_in_this_thread
+
+    return statements_in_this_thread()
+
+
 class Container(containers.DeclarativeContainer):
     """One provider per port and per part of the service; each is built once, on first use.
 
@@ -340,6 +347,8 @@ class Container(containers.DeclarativeContainer):
     cron_jobs = providers.Singleton(_cron_jobs, photofeed, sessions, ledger)
     #: Name -> ping of every backend (see :func:`readiness_checks`).
     readiness = providers.Singleton(lambda container: readiness_checks(container), __self__)
+    #: ``() -> int``: SQL statements sent so far by the calling thread (only grows).
+    sql_statements = providers.Object(_sql_statements)
 
 
 def service_needs(settings: Settings) -> dict[str, list[Capability]]:

@@ -13,6 +13,7 @@ provisioned by their operators).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,22 @@ from sqlalchemy.engine import make_url
 
 from scalecore.errors import BackendUnavailable, ConfigError, Conflict
 
-__all__ = ["create_tables", "make_engine", "translate_errors"]
+__all__ = ["create_tables", "make_engine", "statements_in_this_thread", "translate_errors"]
+
+_counts = threading.local()
+
+
+def statements_in_this_thread() -> int:
+    """How many SQL statements this thread has sent through any engine of ``make_engine``.
+
+    The count only grows; take it before and after a piece of work for the queries that
+    work made (the web app does so per request for ``scalecore_db_queries_total``).
+    """
+    return int(getattr(_counts, "value", 0))
+
+
+def _count_statement(*_args: Any) -> None:
+    _counts.value = getattr(_counts, "value", 0) + 1
 
 
 def make_engine(url: str, *, create_database: bool = False, **kwargs: Any) -> sa.Engine:
@@ -54,6 +70,7 @@ def make_engine(url: str, *, create_database: bool = False, **kwargs: Any) -> sa
             f"the driver for {parsed.drivername!r} is not installed; "
             "install scalecore[postgres] for PostgreSQL"
         ) from exc
+    sa.event.listen(engine, "before_cursor_execute", _count_statement)
     if create_database and parsed.get_backend_name() == "postgresql":
         _create_postgres_database(engine)
     return engine
@@ -89,6 +106,7 @@ def _sqlite_engine(url: sa.URL, **kwargs: Any) -> sa.Engine:
     def _on_begin(connection: sa.Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
+    sa.event.listen(engine, "before_cursor_execute", _count_statement)
     return engine
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 
 from entrypoints.tracing import install_web_tracing
 from entrypoints.web.api import api
@@ -142,11 +142,31 @@ def _base_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     attach(app, web_state)
     install_metrics(app, metrics)
+    _count_queries(app, metrics, container.sql_statements())
     install_request_log(app)
     install_web_tracing(app)
     install_error_handlers(app)
     app.register_blueprint(health)
     return app
+
+
+def _count_queries(app: Flask, metrics: Metrics, statements: Callable[[], int]) -> None:
+    """``scalecore_http_db_queries_total{endpoint}``: SQL statements sent while answering,
+    by route; divided by ``scalecore_http_requests_total`` it is queries per request."""
+
+    def start() -> None:
+        g.sc_statements = statements()
+
+    def record(response: Response) -> Response:
+        started = g.get("sc_statements")
+        if started is not None:
+            rule = request.url_rule
+            endpoint = rule.rule if rule is not None else "unmatched"
+            metrics.observe_queries(endpoint, statements() - started)
+        return response
+
+    app.before_request_funcs.setdefault(None, []).insert(0, start)
+    app.after_request(record)
 
 
 def _cache_stats(container: ServiceContainer, service: Any) -> dict[str, object]:

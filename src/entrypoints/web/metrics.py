@@ -18,7 +18,8 @@ for a worker or scheduler.
 Metric names (every counter's samples end in ``_total``):
 
 - ``scalecore_http_requests_total{method,endpoint,status}`` and
-  ``scalecore_http_request_duration_seconds{method,endpoint}`` (histogram);
+  ``scalecore_http_request_duration_seconds{method,endpoint}`` (histogram),
+  ``scalecore_http_db_queries_total{endpoint}`` (SQL statements sent while answering);
 - ``scalecore_cache_requests_total{cache,result}`` (hit, miss, stale),
   ``scalecore_cache_loads_total{cache}``, ``scalecore_cache_errors_total{cache}``;
 - ``scalecore_bus_published_total{topic}``,
@@ -170,6 +171,11 @@ class Metrics:
             buckets=DEFAULT_BUCKETS,
             registry=registry,
         )
+        self.http_db_queries = counter(
+            "scalecore_http_db_queries",
+            "SQL statements sent while answering HTTP requests, by route.",
+            ("endpoint",),
+        )
         self._cache_requests = _Mirror(
             counter(
                 "scalecore_cache_requests",
@@ -299,6 +305,10 @@ class Metrics:
         method = method if method in _METHODS else "other"  # bound a client-chosen label
         self.http_requests.labels(method, endpoint, str(status)).inc()
         self.http_latency.labels(method, endpoint).observe(seconds)
+
+    def observe_queries(self, endpoint: str, count: int) -> None:
+        """Count the SQL statements one request of ``endpoint`` sent."""
+        self.http_db_queries.labels(endpoint).inc(max(0, count))
 
     def sync(self) -> None:
         """Copy the core's counters of this process into the prometheus counters.

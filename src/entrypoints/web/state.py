@@ -50,6 +50,8 @@ class ServiceContainer(Protocol):
 
     def database_stats(self) -> Iterable[tuple[Any, ...]]: ...
 
+    def sql_statements(self) -> Callable[[], int]: ...
+
 
 _EXTENSION = "scalecore"
 
