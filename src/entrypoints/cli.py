@@ -505,16 +505,18 @@ def loadtest(
     report (DIR/index.html, report.json, CSVs) also holds cache hit rates and database
     queries per request read from the target's /metrics.
     """
+    from entrypoints.loadtest.target import check_target
+
     seconds = _parse_duration(duration)
+    base = check_target(target, allow_remote=allow_remote)
     try:
         import locust  # noqa: F401  (patches the standard library for gevent first)
     except ModuleNotFoundError:
         raise ConfigError("`scalecore loadtest` needs locust: install scalecore[load]") from None
     from pathlib import Path
 
-    from entrypoints.loadtest.headless import check_target, run_loadtest
+    from entrypoints.loadtest.headless import run_loadtest
 
-    base = check_target(target, allow_remote=allow_remote)
     report = run_loadtest(
         target=base,
         users=users,

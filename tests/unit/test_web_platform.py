@@ -14,6 +14,7 @@ from test_web_support import Web
 
 from adapters.cache.memory import MemoryCache
 from adapters.sessions.memory import MemorySessionStore
+from entrypoints.container import create_tables
 from entrypoints.web.metrics import Metrics, MetricSources
 from entrypoints.web.openapi import openapi_document, render
 from scalecore.errors import BackendUnavailable
@@ -309,6 +310,34 @@ def test_metrics_mirror_core_counters_by_difference_and_survive_broken_sources()
 
 
 # --------------------------------------------------------------------------- OpenAPI
+
+
+def test_metrics_count_database_queries_per_route(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import test_web_support
+
+    # The SQL repositories (SQLite in tmp_path), so there are queries to count.
+    sql = test_web_support.BASE_CONFIG.replace('repositories = "memory"', 'repositories = "sql"')
+    monkeypatch.setattr(test_web_support, "BASE_CONFIG", sql)
+    web = Web(tmp_path)
+    create_tables(web.container)
+    web.user("bob")
+    route = 'scalecore_http_db_queries_total{endpoint="/api/users/<username>"}'
+
+    def queries() -> float:
+        samples = parse_samples(web.client().get("/metrics").get_data(as_text=True))
+        return samples.get(parse_key(route), 0.0)
+
+    assert "# TYPE scalecore_http_db_queries_total counter\n" in (
+        web.client().get("/metrics").get_data(as_text=True)
+    )
+    web.client().get("/api/users/bob")
+    cold = queries()
+    assert cold >= 1  # the first read loads the profile from the database
+    for _ in range(3):
+        assert web.client().get("/api/users/bob").status_code == 200
+    assert queries() == cold  # warm, anonymous reads come from the cache: no query
 
 
 def test_docs_openapi_is_the_served_document(web: Web) -> None:

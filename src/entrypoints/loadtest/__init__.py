@@ -6,6 +6,7 @@
 ``scenario``    state the virtual users share: the population, the recorder, the lag probe
 ``scrape``      reads the target's /metrics (cache hit rate, database queries per request)
 ``report``      report.json, CSVs and an offline HTML page with SVG ``charts``
+``target``      refuses a target off loopback unless told
 ``headless``    the command: seed, load for a bounded time, report
 
 Importing this package imports nothing heavy; ``headless`` and ``locustfile`` import locust,

@@ -6,7 +6,6 @@ only in a process that runs the load test (the CLI imports it inside the command
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import random
 import sys
@@ -15,7 +14,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 import gevent
@@ -26,32 +24,12 @@ from entrypoints.loadtest.report import percentile, summarise_requests, timeline
 from entrypoints.loadtest.scenario import LagProbe, Recorder, Scenario, install
 from entrypoints.loadtest.scrape import Samples, scrape, summarise
 from entrypoints.loadtest.seed import seed
-from scalecore.errors import BackendUnavailable, ConfigError
+from scalecore.errors import BackendUnavailable
 
-__all__ = ["Run", "check_target", "prepare", "run_loadtest"]
+__all__ = ["Run", "prepare", "run_loadtest"]
 
 #: Charts get about this many points over the run.
 TIMELINE_POINTS = 40
-
-
-def check_target(target: str, *, allow_remote: bool = False) -> str:
-    """The target URL without a trailing slash; ``ConfigError`` unless it is an http(s)
-    URL on a loopback address (``allow_remote`` lifts that rule)."""
-    split = urlsplit(target)
-    if split.scheme not in ("http", "https") or not split.hostname:
-        raise ConfigError(f"--target must be an http:// or https:// URL, not {target!r}")
-    if not allow_remote:
-        host = split.hostname
-        try:
-            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise ConfigError(
-                f"--target {host} is not a loopback address; a load test sends real traffic, "
-                "so a remote target needs --allow-remote"
-            )
-    return target.rstrip("/")
 
 
 @attrs.define
