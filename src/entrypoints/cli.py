@@ -6,7 +6,7 @@ stderr and exits non-zero (2); no command prints a traceback for an error it can
 
 ::
 
-    scalecore run [--host H] [--port P]        web + worker + relay + scheduler, one process
+    scalecore run [--host H] [--port P]        web (waitress) + worker + relay + scheduler
     scalecore web [--bind H:P] [--workers N]   gunicorn web processes
     scalecore worker                           bus consumers and the outbox relay
     scalecore scheduler                        cron jobs, once per slot across the fleet
@@ -133,8 +133,15 @@ def main() -> None:
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port."
 )
+@click.option(
+    "--server",
+    type=click.Choice(["waitress", "werkzeug"]),
+    default="waitress",
+    show_default=True,
+    help="WSGI server: waitress, or werkzeug's development server (debugging only).",
+)
 @_one_line_errors
-def run(config_path: str | None, host: str, port: int) -> None:
+def run(config_path: str | None, host: str, port: int, server: str) -> None:
     """Run the whole service in this process: web, feed worker, outbox relay, scheduler.
 
     Creates missing tables first. For one box; `web`, `worker` and `scheduler` are the
@@ -142,7 +149,7 @@ def run(config_path: str | None, host: str, port: int) -> None:
     """
     from entrypoints.runner import run_all
 
-    run_all(_settings(config_path), host, port, echo=click.echo)
+    run_all(_settings(config_path), host, port, echo=click.echo, server_name=server)
 
 
 def _parse_bind(value: str) -> str:

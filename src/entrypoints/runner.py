@@ -1,6 +1,6 @@
 """Process runners: the whole service in one process, or each part alone.
 
-``run_all``        web (a threaded WSGI server) + feed worker + outbox relay + scheduler, in
+``run_all``        web (waitress, threaded) + feed worker + outbox relay + scheduler, in
                    one process: the embedded quick start (``scalecore run``).
 ``run_web``        gunicorn with N worker processes; each builds its own container and app
                    after the fork, so no connection is shared across processes.
@@ -269,13 +269,24 @@ def _start_consumers(container: Container) -> Any:
     return bus
 
 
-def run_all(settings: Settings, host: str, port: int, *, echo: Callable[[str], None]) -> None:
+def run_all(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    echo: Callable[[str], None],
+    server_name: str = "waitress",
+) -> None:
     """Serve the whole service from this process until SIGTERM or SIGINT.
 
-    Creates missing tables first (idempotent). Raises ``ConfigError`` for bad settings or
-    an address that cannot be bound; backend errors at start-up propagate.
+    The web part runs on waitress with ``[web] threads`` app threads (``server_name``
+    "werkzeug": the development server, for debugging). Creates missing tables first
+    (idempotent). Raises ``ConfigError`` for bad settings or an address that cannot be
+    bound; backend errors at start-up propagate.
     """
+    from entrypoints.serving import serve
     from entrypoints.web import create_app
+    from entrypoints.web.app import MULTIPART_OVERHEAD
 
     configure_logging(settings)
     _single_process_metrics()
@@ -289,7 +300,14 @@ def run_all(settings: Settings, host: str, port: int, *, echo: Callable[[str], N
             create_tables(container)
             scheduler = _scheduler(container)
             app = create_app(container, metrics=_worker_metrics(container, scheduler))
-            server = _serve(app, host, port)
+            server = serve(
+                app,
+                _listen(host, port),
+                server=server_name,
+                threads=int(settings.web["threads"]),
+                stop_timeout=STOP_TIMEOUT,
+                max_body=container.photofeed_settings().max_upload_bytes + MULTIPART_OVERHEAD,
+            )
             declare_topology(container)
             parts = "web, feed worker, outbox relay, scheduler"
             if settings.read_only:
@@ -304,7 +322,7 @@ def run_all(settings: Settings, host: str, port: int, *, echo: Callable[[str], N
                 )
             web_thread = _thread("web", server.serve_forever)
             echo(
-                f"scalecore: serving http://{host}:{server.server_address[1]} "
+                f"scalecore: serving http://{host}:{server.server_address[1]} on {server_name} "
                 f"({parts}); Ctrl-C stops"
             )
             while not stop.is_set() and web_thread.is_alive():

@@ -319,13 +319,17 @@ def test_web_runs_gunicorn_workers_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert "Traceback" not in out
 
 
-def test_run_serves_everything_and_stops_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["waitress", "werkzeug"])
+def test_run_serves_everything_and_stops_on_sigterm(tmp_path: Path, server: str) -> None:
     port = _free_port()
-    process = _spawn("run", "--config", str(config_file(tmp_path)), "--port", str(port))
+    process = _spawn(
+        "run", "--config", str(config_file(tmp_path)), "--port", str(port), "--server", server
+    )
     try:
         _wait_for(port, process)
     finally:
         code, out = _stop(process)
     assert code == 0, out
-    assert f"serving http://127.0.0.1:{port}" in out
+    assert f"serving http://127.0.0.1:{port} on {server}" in out
     assert "scalecore: stopped" in out
+    assert "Traceback" not in out
