@@ -304,6 +304,21 @@ def photo_from_json(data: Any) -> Photo:
     )
 
 
+def feed_page_to_json(page: FeedPage) -> JSONObject:
+    return {
+        "items": [photo_to_json(photo) for photo in page.items],
+        "next": page.next_cursor,
+    }
+
+
+def feed_page_from_json(data: Any) -> FeedPage:
+    cursor = data["next"]
+    return FeedPage(
+        items=tuple(photo_from_json(item) for item in data["items"]),
+        next_cursor=None if cursor is None else str(cursor),
+    )
+
+
 def profile_to_json(profile: Profile) -> JSONObject:
     return {
         "user": user_to_json(profile.user),

@@ -65,6 +65,8 @@ from scalecore.photofeed.models import (
     Photo,
     Profile,
     User,
+    feed_page_from_json,
+    feed_page_to_json,
     photo_from_json,
     photo_to_json,
     profile_from_json,
@@ -122,6 +124,7 @@ _FEED_SCAN_MIN = 20
 _PROFILE_KEY = "photofeed:profile:"
 _RECENT_KEY = "photofeed:recent:"
 _POPULAR_KEY = "photofeed:popular"
+_FEED_KEY = "photofeed:feed:"
 #: The smallest step between two stamps of one process (well above float resolution
 #: at current epoch times, which is about 2.4e-7 s).
 _STAMP_STEP = 1e-6
@@ -185,6 +188,8 @@ class PhotoFeed:
         self.popular_lists = CachedLoader(
             cache, clock=self.clock, ttl=self.settings.popular_cache_ttl
         )
+        #: First feed pages (default limit), invalidated per follower on every change.
+        self.feed_pages = CachedLoader(cache, clock=self.clock, ttl=self.settings.feed_cache_ttl)
         # Enough of a popular account's newest photos to fill the largest page and more.
         self._recent_count = (
             max(self.settings.feed_max_limit, self.settings.recent_photos_for_backfill) + 1
@@ -298,6 +303,7 @@ class PhotoFeed:
                 FeedEntry(follower.id, p.id, p.owner_id, p.created_at, added_at=at) for p in recent
             )
         self._invalidate_profiles(follower.username, followee.username)
+        self.feed_pages.invalidate(_FEED_KEY + follower.id)
 
     def is_following(self, follower_id: str, username: str) -> bool:
         """Whether ``follower_id`` follows ``username`` now, as the follower's side records
@@ -320,6 +326,7 @@ class PhotoFeed:
         self._write_edge(FollowEdge(follower.id, followee.id, unfollowed_at=at))
         self.feeds.remove_owner(follower.id, followee.id, at)
         self._invalidate_profiles(follower.username, followee.username)
+        self.feed_pages.invalidate(_FEED_KEY + follower.id)
 
     def _write_edge(self, edge: FollowEdge) -> None:
         # Followee's side first: fan-out reads it, so from here on new photos reach the
@@ -571,6 +578,8 @@ class PhotoFeed:
                     )
                     for follower in followers
                 )
+                for follower in followers:
+                    self.feed_pages.invalidate(_FEED_KEY + follower)
                 written += len(followers)
             if len(followers) < _FANOUT_BATCH:
                 return written
@@ -586,6 +595,11 @@ class PhotoFeed:
         cursor, ``NotFound`` for an unknown user. Fanned-out entries are filtered by the
         follows the user has now and by the photos that still exist; the recent photos of
         followed accounts above ``fanout_threshold`` are merged in from a cached list.
+
+        The first page at the default limit is served from the cache (``feed_cache_ttl``):
+        fan-out into this feed, follows and unfollows invalidate it, so a warm read makes
+        no database query and only a popular account's new photo can be late, by at most
+        the TTL.
         """
         if limit is None:
             limit = self.settings.feed_default_limit
@@ -596,6 +610,16 @@ class PhotoFeed:
         ):
             raise InvalidInput(f"limit must be an integer from 1 to {self.settings.feed_max_limit}")
         position = FeedPosition.decode(before) if before is not None else None
+        if position is None and limit == self.settings.feed_default_limit:
+            first = limit
+            value = self.feed_pages.get_or_compute(
+                _FEED_KEY + user_id,
+                lambda: feed_page_to_json(self._read_feed(user_id, first, None)),
+            )
+            return feed_page_from_json(value)
+        return self._read_feed(user_id, limit, position)
+
+    def _read_feed(self, user_id: str, limit: int, position: FeedPosition | None) -> FeedPage:
         user = self.get_user(user_id)
         following = set(self.follows.following(user.id))
         if not following:

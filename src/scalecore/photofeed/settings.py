@@ -66,7 +66,9 @@ class PhotoFeedSettings:
     out; its photos are merged into feeds at read time; 1000), ``feed_default_limit`` (5),
     ``feed_max_limit`` (50), ``recent_photos_for_backfill`` (photos copied into a feed on
     follow; 20), ``popular_cache_ttl`` (how long the set of such accounts and each one's
-    recent photo list are cached; 60).
+    recent photo list are cached; 60), ``feed_cache_ttl`` (the first page of a feed at the
+    default limit is cached this long; fan-out, follows and unfollows invalidate it, so
+    only photos of accounts above ``fanout_threshold`` can show up to this late; 30).
 
     Profiles: ``profile_cache_ttl`` (hard TTL, 60), ``profile_soft_ttl`` (served fresh this
     long, then stale while one caller refreshes; 30), ``profile_photo_count`` (30).
@@ -93,6 +95,7 @@ class PhotoFeedSettings:
     feed_max_limit: int = attrs.field(default=50, validator=_positive_int)
     recent_photos_for_backfill: int = attrs.field(default=20, validator=_non_negative_int)
     popular_cache_ttl: float = attrs.field(default=60.0, validator=_seconds)
+    feed_cache_ttl: float = attrs.field(default=30.0, validator=_seconds)
     profile_cache_ttl: float = attrs.field(default=60.0, validator=_seconds)
     profile_soft_ttl: float = attrs.field(default=30.0, validator=_seconds)
     profile_photo_count: int = attrs.field(default=30, validator=_positive_int)

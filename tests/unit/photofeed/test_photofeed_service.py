@@ -738,3 +738,39 @@ def test_an_unusable_spool_directory_is_backend_unavailable(
     with pytest.raises(BackendUnavailable):
         world.upload(alice)
     assert world.blobs.list("photos/").items == ()
+
+
+def test_a_warm_first_feed_page_reads_no_repository_and_changes_invalidate_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, carol, bob = world.sign_up("alice"), world.sign_up("carol"), world.sign_up("bob")
+    world.service.follow(bob.id, "alice")
+    first = world.upload(alice)
+    assert world.service.feed(bob.id).items == (first,)  # cold: loaded and cached
+    reads: list[str] = []
+    for name in ("page", "following"):
+        repository = world.service.feeds if name == "page" else world.service.follows
+        original = getattr(repository, name)
+
+        def counted(*args: Any, _original: Any = original, _name: str = name, **kw: Any) -> Any:
+            reads.append(_name)
+            return _original(*args, **kw)
+
+        monkeypatch.setattr(repository, name, counted)
+    assert world.service.feed(bob.id).items == (first,)
+    assert reads == []  # warm: served from the cache
+    # Fan-out into bob's feed invalidates it...
+    second = world.upload(alice)
+    assert world.service.feed(bob.id).items == (second, first)
+    assert reads
+    # ... and so do bob's follows and unfollows.
+    third = world.upload(carol)
+    assert world.service.feed(bob.id).items == (second, first)
+    world.service.follow(bob.id, "carol")
+    assert world.service.feed(bob.id).items == (third, second, first)
+    world.service.unfollow(bob.id, "alice")
+    assert world.service.feed(bob.id).items == (third,)
+    # Other limits and later pages are never cached.
+    reads.clear()
+    world.service.feed(bob.id, limit=2)
+    assert reads
