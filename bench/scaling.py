@@ -1,0 +1,136 @@
+"""The scaling curve: ``scalecore web`` with 1, 2 and 3 workers, one box and distributed,
+with the shared cache on and off, under the load test's mix.
+
+Each point starts a fresh deployment, runs ``scalecore loadtest`` against it (its own
+seeded population, think time 0, a fixed number of users, a bounded duration) and stops
+it. Points:
+
+* ``one box``: the embedded defaults (SQLite files, local blob folder, in-process bus and
+  cache) with SQL sessions, so a login holds across worker processes. The in-process bus
+  does not cross processes: uploads are not fanned out (the lag probes time out), which is
+  why docs/scaling.md keeps one box on ``scalecore run``.
+* ``distributed``: deploy/distributed.toml (PostgreSQL shards, memcached sessions and
+  two-tier cache, RabbitMQ, S3) with a ``scalecore worker`` and a ``scalecore scheduler``.
+* ``distributed, no shared cache``: the same with ``[cache] backend = "memory"`` (each
+  process caches for itself; invalidations reach only the process that made them).
+
+The load generator runs on the same 2-core box as the site, so req/s is the site's
+throughput with a core's worth of it spent generating load. Figures are written to
+``--json FILE`` for bench/capacity.py.
+
+Run: ``python -m bench.scaling [--quick] [--json FILE]`` from the repository root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from bench._common import table
+from bench._loadrun import deployment, loadtest, scratch
+
+VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "one box": ("embedded-web", {"SCALECORE_SESSIONS__BACKEND": "sql"}),
+    "distributed": ("distributed", {}),
+    "distributed, no shared cache": ("distributed", {"SCALECORE_CACHE__BACKEND": "memory"}),
+}
+
+
+def run(quick: bool = False, json_path: Path | None = None) -> dict[str, float]:
+    workers_list = (1, 2) if quick else (1, 2, 3)
+    duration, users = ("10s", 10) if quick else ("25s", 24)
+    workdir = scratch("bench-scaling-")
+    points: list[dict[str, Any]] = []
+    for variant, (kind, env) in VARIANTS.items():
+        for workers in workers_list:
+            where = workdir / f"{kind}-{workers}-{len(points)}"
+            with deployment(kind, where, workers=workers, env_extra=env) as url:
+                report = loadtest(
+                    url,
+                    where / "report",
+                    users=users,
+                    duration=duration,
+                    spawn_rate=users,
+                    think_time=0,
+                    seed_users=60,
+                    follows=15,
+                    photos=60,
+                    seed=workers,
+                )
+            endpoints = {e["name"]: e for e in report["endpoints"]}
+            total = endpoints["all requests"]
+            metrics = report["target_metrics"]
+            caches = metrics.get("cache", {})
+            profiles = caches.get("photofeed.profiles", {})
+            point = {
+                "variant": variant,
+                "workers": workers,
+                "users": users,
+                "duration_s": report["duration_s"],
+                "rps": total["rps"],
+                "p50_ms": total["p50_ms"],
+                "p99_ms": total["p99_ms"],
+                "feed_p99_ms": endpoints["GET /api/feed"]["p99_ms"],
+                "failures": total["failures"],
+                "requests": total["requests"],
+                "fanout_lag_p50_s": report["fanout_lag"]["p50_s"],
+                "fanout_lag_p99_s": report["fanout_lag"]["p99_s"],
+                "fanout_lag_samples": report["fanout_lag"]["samples"],
+                "fanout_timed_out": report["fanout_lag"]["timed_out"],
+                "profile_hit_rate": profiles.get("hit_rate"),
+                "feed_queries_per_request": metrics.get("db_queries_per_request", {}).get(
+                    "/api/feed"
+                ),
+                "queries_per_request": metrics.get("db_queries_per_request_overall"),
+                "metrics_scope": metrics.get("scope"),
+                "mix": {name: e["requests"] for name, e in endpoints.items()},
+            }
+            points.append(point)
+            print(
+                f"{variant}, {workers} worker(s): {total['rps']} req/s, p99 {total['p99_ms']} ms,"
+                f" {total['failures']} failed",
+                flush=True,
+            )
+    rows = [
+        [
+            p["variant"],
+            p["workers"],
+            f"{p['rps']:,.1f}",
+            f"{p['p50_ms']:.0f}",
+            f"{p['p99_ms']:.0f}",
+            f"{p['feed_p99_ms']:.0f}",
+            p["failures"],
+            f"{p['fanout_lag_p50_s']:.2f}/{p['fanout_lag_p99_s']:.2f} ({p['fanout_timed_out']} t/o)",
+            "" if p["profile_hit_rate"] is None else f"{p['profile_hit_rate']:.2f}",
+            "" if p["queries_per_request"] is None else f"{p['queries_per_request']:.2f}",
+        ]
+        for p in points
+    ]
+    print(f"\n{users} users, think time 0, {duration} per point")
+    print(
+        table(
+            ["deployment", "workers", "req/s", "p50 ms", "p99 ms", "feed p99", "failed",
+             "lag p50/p99 s", "profile hits", "queries/req"],
+            rows,
+        )
+    )  # fmt: skip
+    if json_path is not None:
+        json_path.write_text(
+            json.dumps({"users": users, "duration": duration, "points": points}, indent=2) + "\n"
+        )
+        print(f"figures: {json_path}")
+    return {
+        f"scaling.{p['variant']}.{p['workers']}": float(p["rps"])
+        for p in points
+        if p["variant"] == "distributed"
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    args = parser.parse_args()
+    run(args.quick, args.json)
