@@ -102,7 +102,8 @@ def run(quick: bool = False, json_path: Path | None = None) -> dict[str, float]:
             f"{p['p99_ms']:.0f}",
             f"{p['feed_p99_ms']:.0f}",
             p["failures"],
-            f"{p['fanout_lag_p50_s']:.2f}/{p['fanout_lag_p99_s']:.2f} ({p['fanout_timed_out']} t/o)",
+            f"{p['fanout_lag_p50_s']:.2f}/{p['fanout_lag_p99_s']:.2f}"
+            f" ({p['fanout_timed_out']} t/o)",
             "" if p["profile_hit_rate"] is None else f"{p['profile_hit_rate']:.2f}",
             "" if p["queries_per_request"] is None else f"{p['queries_per_request']:.2f}",
         ]
