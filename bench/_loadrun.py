@@ -68,6 +68,45 @@ def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
             process.wait(5)
 
 
+def _descendants(roots: Sequence[int]) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    found = set(roots)
+    grew = True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in found and pid not in found:
+                found.add(pid)
+                grew = True
+    return found
+
+
+def cpu_seconds(roots: Sequence[int]) -> float:
+    """User + system CPU seconds used so far by ``roots`` and their live descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in _descendants(roots):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+class Site(str):
+    """A deployment's base URL, and the process ids serving it."""
+
+    pids: list[int]
+
+
 @contextmanager
 def deployment(
     kind: str,
@@ -123,9 +162,10 @@ def deployment(
                     )
         else:
             raise ValueError(kind)
-        url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, processes, log)
-        yield url
+        site = Site(f"http://127.0.0.1:{port}")
+        site.pids = [p.pid for p in processes]
+        _wait_healthy(site, processes, log)
+        yield site
     finally:
         _stop(processes)
         handle.close()

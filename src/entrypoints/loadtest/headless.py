@@ -55,12 +55,16 @@ class Run:
         lags = sorted(self.scenario.probe.lags)
         probe = self.scenario.probe
         stats = self.environment.stats
+        endpoints = summarise_requests(rows, seconds)
+        sizes = {entry.name: entry.avg_content_length for entry in stats.entries.values()}
+        for endpoint in endpoints:
+            endpoint["avg_bytes"] = round(float(sizes.get(endpoint["name"], 0.0)), 1)
         report = {
             "parameters": self.parameters,
             "started_at": self.started_at,
             "duration_s": round(seconds, 1),
             "population": self.scenario.population.summary(self.fanout_threshold),
-            "endpoints": summarise_requests(rows, seconds),
+            "endpoints": endpoints,
             "timeline": timeline(rows, seconds, window),
             "timeline_window_s": window,
             "users_over_time": [[round(t, 1), n] for t, n in recorder.users],
