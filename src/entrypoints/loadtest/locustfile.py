@@ -10,10 +10,11 @@ then open http://127.0.0.1:8089 and press Start: the population is seeded first 
 HTTP), then users spawn. ``--sc-report DIR`` writes the same report as the headless
 command when the test stops.
 
-The mix, per virtual user (one seeded account each, logged in once, then a think time of
-``think_time`` +-50% between actions): feed page views (most), an older feed page now and
-then, profile views with 80% of them on the 20% most-followed accounts, about one upload
-per 100 views, follows and unfollows, and a log-out and log-in again.
+The mix, per virtual user: one seeded account each (it starts on the session seeding
+opened for that account, or logs in when another user took it), a think time of
+``think_time`` +-50% between actions, and these actions: feed page views (most), an older
+feed page now and then, profile views with 80% of them on the 20% most-followed accounts,
+about one upload per 100 views, follows and unfollows, and a log-out and log-in again.
 """
 
 from __future__ import annotations
@@ -62,7 +63,13 @@ class FeedViewer(HttpUser):
         self.following = set(scenario.population.graph.following[self.account])
         self.added: list[int] = []
         self.cursor: str | None = None
-        self._log_in()
+        seeded = scenario.take_session(self.account)
+        if seeded is None:
+            self._log_in()
+        else:
+            cookie, csrf = seeded
+            self.client.cookies.set_cookie(cookie)
+            self.client.headers["X-CSRF-Token"] = csrf
 
     def _log_in(self) -> None:
         with self.client.post(

@@ -10,6 +10,7 @@ import itertools
 import random
 import threading
 import time
+from http.cookiejar import Cookie
 from typing import Any
 
 import attrs
@@ -146,6 +147,12 @@ class Scenario:
     def next_account(self) -> int:
         """Accounts are handed to virtual users round-robin."""
         return next(self._next) % self.population.graph.size
+
+    def take_session(self, account: int) -> tuple[Cookie, str] | None:
+        """The seeding's session of ``account`` (cookie, CSRF token), once; later callers
+        get ``None`` and log in themselves (a session is never shared: a user that logs
+        out would log the others out)."""
+        return self.population.sessions.pop(account, None)
 
 
 _current: Scenario | None = None

@@ -14,6 +14,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Iterable
+from http.cookiejar import Cookie
 from typing import Any
 
 import attrs
@@ -22,10 +23,12 @@ import requests
 from entrypoints.loadtest.graph import FollowGraph, build_graph
 from scalecore.errors import BackendUnavailable
 
-__all__ = ["PASSWORD", "Population", "login", "photo_bytes", "seed"]
+__all__ = ["PASSWORD", "SESSION_COOKIE", "Population", "login", "photo_bytes", "seed"]
 
 #: Every seeded account's password (the accounts exist only for the test).
 PASSWORD = "loadtest password"  # noqa: S105 (throwaway test accounts)
+#: The service's session cookie.
+SESSION_COOKIE = "sc_session"
 #: Calls in flight while seeding.
 SEED_CONCURRENCY = 8
 #: Seconds before one seeding call gives up.
@@ -35,7 +38,10 @@ SEED_TIMEOUT = 60.0
 @attrs.frozen
 class Population:
     """What seeding made: ``usernames[i]`` is account ``i`` of ``graph``; ``watcher``
-    follows every account (the fan-out lag probe reads its feed)."""
+    follows every account (the fan-out lag probe reads its feed); ``sessions[i]`` is the
+    (session cookie, CSRF token) seeding logged account ``i`` in with, handed to the
+    first virtual user of that account, so a load run does not start with a burst of
+    password hashing."""
 
     tag: str
     usernames: tuple[str, ...]
@@ -43,6 +49,7 @@ class Population:
     watcher: str
     photos: int
     seconds: float
+    sessions: dict[int, tuple[Cookie, str]] = attrs.field(factory=dict, eq=False)
 
     def summary(self, fanout_threshold: int) -> dict[str, Any]:
         followers = sorted(self.graph.followers, reverse=True)
@@ -132,10 +139,17 @@ def seed(
     progress(f"seeding {accounts} accounts ({tag})")
     list(pool.imap_unordered(sign_up, (*names, watcher)))
 
+    sessions: dict[int, tuple[Cookie, str]] = {}
+    index_of = {name: i for i, name in enumerate(names)}
+
     def follow_all(item: tuple[str, Iterable[str]]) -> None:
         name, followees = item
         with requests.Session() as session:
             login(session, base, name)
+            # The cookie as the server set it (its domain and path), for the virtual user.
+            cookie = next((c for c in session.cookies if c.name == SESSION_COOKIE), None)
+            if name in index_of and cookie is not None:
+                sessions[index_of[name]] = (cookie, str(session.headers["X-CSRF-Token"]))
             for followee in followees:
                 _check(
                     session.put(f"{base}/api/following/{followee}", timeout=SEED_TIMEOUT),
@@ -177,4 +191,5 @@ def seed(
         watcher=watcher,
         photos=photos,
         seconds=time.monotonic() - started,
+        sessions=sessions,
     )
