@@ -85,6 +85,8 @@ def run(quick: bool = False, json_path: Path | None = None) -> dict[str, float]:
                 ),
                 "queries_per_request": metrics.get("db_queries_per_request_overall"),
                 "metrics_scope": metrics.get("scope"),
+                "cpu_seconds": report.get("deployment", {}).get("cpu_seconds"),
+                "report": str(where / "report"),
                 "mix": {name: e["requests"] for name, e in endpoints.items()},
             }
             points.append(point)

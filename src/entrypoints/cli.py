@@ -16,6 +16,7 @@ stderr and exits non-zero (2); no command prints a traceback for an error it can
     scalecore bus replay TOPIC [--group G]     move dead letters back to their queue
     scalecore migrate --from OLD --to NEW      copy every durable store, verified
     scalecore loadtest --target URL ...        seed, load and report (extra scalecore[load])
+    scalecore capacity --viewers N --report D  a capacity plan from a load-test report
 """
 
 from __future__ import annotations
@@ -553,6 +554,61 @@ def loadtest(
             err=True,
         )
         sys.exit(1)
+
+
+@main.command("capacity")
+@click.option("--viewers", type=click.IntRange(1, 10**9), required=True, help="Concurrent viewers.")
+@click.option(
+    "--report", "report_dir", required=True, type=click.Path(file_okay=False),
+    help="A `scalecore loadtest` report directory (its report.json).",
+)  # fmt: skip
+@click.option(
+    "--think-time", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+    help="Mean seconds between one viewer's requests.",
+)  # fmt: skip
+@click.option(
+    "--utilisation", type=click.FloatRange(0.05, 1.0), default=0.6, show_default=True,
+    help="Target CPU utilisation of the web tier (headroom for spikes and p99).",
+)  # fmt: skip
+@click.option(
+    "--site-cores", type=click.FloatRange(min=0.1), default=1.5, show_default=True,
+    help="Cores the site had in the load test (used when the report has no CPU figure).",
+)  # fmt: skip
+@click.option("--cores-per-server", type=click.IntRange(1, 512), default=8, show_default=True)
+@_one_line_errors
+def capacity(
+    viewers: int,
+    report_dir: str,
+    think_time: float,
+    utilisation: float,
+    site_cores: float,
+    cores_per_server: int,
+) -> None:
+    """Print a capacity plan (Markdown) for VIEWERS concurrent feed viewers, from the
+    figures a load test measured: web cores and processes, feed workers, memcached memory,
+    PostgreSQL shards and connections, per stage of docs/scaling.md, formulas shown."""
+    from pathlib import Path
+
+    from entrypoints.loadtest.capacity import Assumptions, render_plan
+
+    path = Path(report_dir) / "report.json"
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist: pass a `scalecore loadtest` report") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not JSON: {exc}") from None
+    assumptions = Assumptions(
+        think_time=think_time,
+        utilisation=utilisation,
+        site_cores=site_cores,
+        cores_per_server=cores_per_server,
+    )
+    try:
+        text = render_plan(report, viewers, assumptions, source=str(report_dir))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path} is not a load-test report (missing {exc})") from None
+    click.echo(text, nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -217,3 +217,66 @@ def test_loadtest_refuses_bad_arguments_in_one_line(
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
     assert "locust" not in sys.modules  # refused before the load generator was imported
+
+
+# --------------------------------------------------------------------------- capacity
+
+
+def _measured(cpu_seconds: float | None = 20.0) -> dict[str, object]:
+    report = _report()
+    report["endpoints"] = [
+        {"name": "GET /api/feed", "requests": 700, "avg_bytes": 2000.0, "rps": 70.0,
+         "p99_ms": 50.0},
+        {"name": "GET /api/users/<username>", "requests": 290, "avg_bytes": 8000.0,
+         "rps": 29.0, "p99_ms": 60.0},
+        {"name": "POST /api/photos", "requests": 10, "avg_bytes": 300.0, "rps": 1.0,
+         "p99_ms": 90.0},
+        {"name": "all requests", "requests": 1000, "avg_bytes": 0.0, "rps": 100.0,
+         "p99_ms": 80.0},
+    ]  # fmt: skip
+    report["target_metrics"] = {"scope": "run", "db_queries_per_request_overall": 0.5}
+    if cpu_seconds is not None:
+        report["deployment"] = {"cpu_seconds": cpu_seconds}
+    return report
+
+
+def test_the_capacity_plan_follows_its_formulas() -> None:
+    from entrypoints.loadtest.capacity import Assumptions, plan
+
+    p = plan(_measured(), 50_000, Assumptions(think_time=10, utilisation=0.5))
+    assert p["demand_rps"] == 5000  # 50,000 viewers / 10 s
+    assert p["cpu_per_request_ms"] == pytest.approx(20.0)  # 20 CPU s / 1,000 requests
+    assert p["web_cores"] == pytest.approx(200.0)  # 5,000 x 0.02 / 0.5
+    assert p["web_processes"] == 200
+    assert p["web_servers"] == 25  # 8 cores each
+    assert p["uploads_s"] == pytest.approx(50.0)  # 1% of 5,000
+    assert p["fanout_entries_s"] == pytest.approx(5000.0)  # x 100 followers
+    assert p["worker_processes"] == 1
+    assert p["queries_s"] == pytest.approx(2500.0)
+    assert p["shards"] == 1
+    assert p["connections_per_shard"] == 200 * 4 + 1
+    # (50,000 x (300 + 2,000) + 50,000 x 4 x 0.2 x 8,000) / 0.7 bytes
+    assert p["cache_mib"] == pytest.approx((50_000 * 2300 + 40_000 * 8000) / 0.7 / 2**20)
+    # Without a CPU figure: the cores the site had over the measured throughput.
+    fallback = plan(_measured(None), 50_000, Assumptions(site_cores=2.0))
+    assert fallback["cpu_per_request_ms"] == pytest.approx(20.0)  # 2 cores / 100 req/s
+
+
+def test_capacity_prints_the_plan_and_refuses_what_is_not_a_report(tmp_path: Path) -> None:
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "report.json").write_text(json.dumps(_measured()))
+    result = CliRunner().invoke(
+        main, ["capacity", "--viewers", "50000", "--report", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("# Capacity plan: 50,000 concurrent feed viewers")
+    assert "| web cores | D x CPU per request / utilisation | 166.7 |" in result.output
+    for stage in ("Stage 0-1", "Stage 2", "Stage 3", "Stage 4", "Stage 5"):
+        assert stage in result.output
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "report.json").write_text('{"x": 1}')
+    for where, message in ((tmp_path / "none", "does not exist"), (tmp_path / "bad", "not a")):
+        result = CliRunner().invoke(main, ["capacity", "--viewers", "5", "--report", str(where)])
+        assert result.exit_code == 2
+        assert result.output.startswith("error: ")
+        assert message in result.output

@@ -148,7 +148,8 @@ def _stages(p: dict[str, Any], a: Assumptions) -> list[tuple[str, str]]:
             f"{p['queries_s']:,.0f} queries/s at {p['queries_per_request']} per request: "
             f"{p['shards']} PostgreSQL shard(s) at {a.queries_per_shard_s:,.0f} queries/s "
             f"each (add read replicas before shards when reads dominate); about "
-            f"{p['connections_per_shard']} connections per shard",
+            f"{p['connections_per_shard']} client connections per shard (past a few hundred, "
+            "put PgBouncer in transaction mode in front)",
         ),
         (
             "Stage 5: hot keys and spikes",
