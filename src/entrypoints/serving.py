@@ -14,6 +14,7 @@ flight finish within a timeout) and ``server_close()``.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -100,6 +101,10 @@ class WaitressServer:
             max_request_body_size=max_body,
         )
         self._server.channel_class = _json_channel()
+        # waitress warns at every request that waits for a thread ("Task queue depth is
+        # N"): under load that is one line per request. Saturation shows in the latency
+        # histogram of /metrics instead.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         self._stopped = threading.Event()
 
     def serve_forever(self) -> None:
