@@ -195,4 +195,12 @@ def _report_for_ui(environment: Any, **_kwargs: Any) -> None:
         return
     from pathlib import Path
 
-    run.finish(Path(options.sc_report), users=environment.runner.user_count)
+    runner = environment.runner
+    run.parameters.update(
+        {
+            "users": getattr(runner, "target_user_count", None) or runner.user_count,
+            "spawn_rate": getattr(runner, "spawn_rate", None) or "set in the UI",
+            "duration_s": "until stopped in the UI",
+        }
+    )
+    run.finish(Path(options.sc_report), users=runner.user_count)

@@ -206,8 +206,9 @@ def render_html(report: dict[str, Any]) -> str:
             f"<style>{_STYLE}</style></head><body>",
             f"<h1>Load test of {escape(params['target'])}</h1>",
             f"<p class='note'>Started {escape(report['started_at'])}; "
-            f"{params['users']} virtual users (spawn rate {params['spawn_rate']}/s), "
-            f"{report['duration_s']} s, think time {params['think_time']} s. "
+            f"{params.get('users', '?')} virtual users (spawn rate "
+            f"{params.get('spawn_rate', '?')}/s), "
+            f"{report['duration_s']} s, think time {params.get('think_time', '?')} s. "
             "Latencies are round trips measured by the load generator.</p>",
             "<h2>Summary per endpoint</h2>",
             _table(
