@@ -25,6 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTED = ROOT / "deploy" / "distributed.toml"
 
 
+def _local_cache(toml: str) -> str:
+    """``toml`` with its ``[cache]`` table replaced by the per-process memory cache."""
+    head, _, rest = toml.partition("\n[cache]\n")
+    _, _, tail = rest.partition("\n[")
+    # multi_node refuses a per-process cache; this variant measures exactly that setup.
+    head = head.replace("multi_node = true", "multi_node = false")
+    return f'{head}\n[cache]\nbackend = "memory"\nnamespace = "cache:"\n\n[{tail}'
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -115,6 +124,7 @@ def deployment(
     workers: int = 1,
     server: str = "waitress",
     env_extra: dict[str, str] | None = None,
+    local_cache: bool = False,
 ) -> Iterator[str]:
     """A running deployment; yields its base URL.
 
@@ -122,7 +132,8 @@ def deployment(
     ``workdir``. ``embedded-web``: ``scalecore web --workers N`` on the same SQLite files
     plus a ``scalecore worker`` (in-process bus: fan-out happens in the web process). And
     ``distributed``: ``scalecore web --workers N`` + worker + scheduler on
-    deploy/distributed.toml.
+    deploy/distributed.toml (with ``local_cache``, a copy whose ``[cache]`` is the
+    per-process ``memory`` backend: no shared cache).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -145,8 +156,12 @@ def deployment(
                 config.write_text(f'[deployment]\ndata_dir = "{workdir / "data"}"\n')
                 env = clean_env(SCALECORE_CONFIG=str(config), **extra)
             else:
+                config = DISTRIBUTED
+                if local_cache:
+                    config = workdir / "distributed-local-cache.toml"
+                    config.write_text(_local_cache(DISTRIBUTED.read_text()))
                 env = clean_env(
-                    SCALECORE_CONFIG=str(DISTRIBUTED),
+                    SCALECORE_CONFIG=str(config),
                     SCALECORE_DEPLOYMENT__DATA_DIR=str(workdir / "data"),
                     **extra,
                 )
@@ -172,17 +187,43 @@ def deployment(
 
 
 def loadtest(
-    url: str, report: Path, *, users: int, duration: str, **options: Any
+    site: str, report: Path, *, users: int, duration: str, **options: Any
 ) -> dict[str, Any]:
-    """Run ``scalecore loadtest`` against ``url``; return its report.json."""
-    args = ["--target", url, "--users", str(users), "--duration", duration]
+    """Run ``scalecore loadtest`` against ``site``; return its report.json.
+
+    When ``site`` is a :class:`Site`, the CPU seconds its processes spent during the load
+    phase (from the line announcing the users until the summary line, so seeding is left
+    out) are added to the report as ``deployment.cpu_seconds``, which ``scalecore
+    capacity`` prefers to a core count.
+    """
+    args = ["--target", str(site), "--users", str(users), "--duration", duration]
     args += ["--report", str(report), "--max-error-rate", "1"]
     for key, value in options.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
-    done = subprocess.run(scalecore("loadtest", *args), capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"loadtest failed:\n{done.stdout}\n{done.stderr}")
-    return dict(json.loads((report / "report.json").read_text()))
+    pids = getattr(site, "pids", None)
+    process = subprocess.Popen(
+        scalecore("loadtest", *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # lines as they happen
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    cpu_start = cpu_end = None
+    for line in process.stdout:
+        output.append(line)
+        if pids and cpu_start is None and " users at " in line:
+            cpu_start = cpu_seconds(pids)
+        elif pids and cpu_start is not None and cpu_end is None and " requests, " in line:
+            cpu_end = cpu_seconds(pids)
+    if process.wait() != 0:
+        raise RuntimeError("loadtest failed:\n" + "".join(output))
+    data = dict(json.loads((report / "report.json").read_text()))
+    if cpu_start is not None and cpu_end is not None:
+        data["deployment"] = {"cpu_seconds": round(cpu_end - cpu_start, 2)}
+        (report / "report.json").write_text(json.dumps(data, indent=2) + "\n")
+    return data
 
 
 def scratch(prefix: str) -> Path:

@@ -71,7 +71,13 @@ def main() -> None:
             "| --- | --- | --- | --- | --- | --- |",
         ]
         base: dict[str, float] = {}
-        for point in figures["points"]:
+        order = {name: i for i, name in enumerate(
+            ["one box", "distributed", "distributed, no shared cache"]
+        )}  # fmt: skip
+        points = sorted(
+            figures["points"], key=lambda p: (order.get(p["variant"], 99), p["workers"])
+        )
+        for point in points:
             base.setdefault(point["variant"], point["rps"])
             cpu = point.get("cpu_seconds")
             per_request = f"{1000 * cpu / point['requests']:.1f}" if cpu else "-"

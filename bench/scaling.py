@@ -25,28 +25,78 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bench._common import table
 from bench._loadrun import deployment, loadtest, scratch
 
-VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
-    "one box": ("embedded-web", {"SCALECORE_SESSIONS__BACKEND": "sql"}),
-    "distributed": ("distributed", {}),
-    "distributed, no shared cache": ("distributed", {"SCALECORE_CACHE__BACKEND": "memory"}),
+#: name -> (deployment kind, environment overrides, per-process cache instead of memcached)
+VARIANTS: dict[str, tuple[str, dict[str, str], bool]] = {
+    "one box": ("embedded-web", {"SCALECORE_SESSIONS__BACKEND": "sql"}, False),
+    "distributed": ("distributed", {}, False),
+    "distributed, no shared cache": ("distributed", {}, True),
 }
 
 
-def run(quick: bool = False, json_path: Path | None = None) -> dict[str, float]:
-    workers_list = (1, 2) if quick else (1, 2, 3)
+def point_of(
+    variant: str, workers: int, users: int, report: dict[str, Any], where: Path
+) -> dict[str, Any]:
+    """The figures of one point, from its load-test report."""
+    endpoints = {e["name"]: e for e in report["endpoints"]}
+    total = endpoints["all requests"]
+    metrics = report["target_metrics"]
+    profiles = metrics.get("cache", {}).get("photofeed.profiles", {})
+    return {
+        "variant": variant,
+        "workers": workers,
+        "users": users,
+        "duration_s": report["duration_s"],
+        "rps": total["rps"],
+        "p50_ms": total["p50_ms"],
+        "p99_ms": total["p99_ms"],
+        "feed_p99_ms": endpoints["GET /api/feed"]["p99_ms"],
+        "failures": total["failures"],
+        "requests": total["requests"],
+        "fanout_lag_p50_s": report["fanout_lag"]["p50_s"],
+        "fanout_lag_p99_s": report["fanout_lag"]["p99_s"],
+        "fanout_lag_samples": report["fanout_lag"]["samples"],
+        "fanout_timed_out": report["fanout_lag"]["timed_out"],
+        "profile_hit_rate": profiles.get("hit_rate"),
+        "feed_queries_per_request": metrics.get("db_queries_per_request", {}).get("/api/feed"),
+        "queries_per_request": metrics.get("db_queries_per_request_overall"),
+        "metrics_scope": metrics.get("scope"),
+        "cpu_seconds": report.get("deployment", {}).get("cpu_seconds"),
+        "report": str(where / "report"),
+    }
+
+
+def run(
+    quick: bool = False,
+    json_path: Path | None = None,
+    only: Sequence[str] = (),
+    workers_only: Sequence[int] = (),
+) -> dict[str, float]:
+    workers_list = tuple(workers_only) or ((1, 2) if quick else (1, 2, 3))
     duration, users = ("10s", 10) if quick else ("25s", 24)
     workdir = scratch("bench-scaling-")
     points: list[dict[str, Any]] = []
-    for variant, (kind, env) in VARIANTS.items():
+    if json_path is not None and json_path.exists() and only:
+        kept = json.loads(json_path.read_text())["points"]
+        points.extend(
+            p
+            for p in kept
+            if p["variant"] not in only or (workers_only and p["workers"] not in workers_only)
+        )
+    for variant, (kind, env, local_cache) in VARIANTS.items():
+        if only and variant not in only:
+            continue
         for workers in workers_list:
             where = workdir / f"{kind}-{workers}-{len(points)}"
-            with deployment(kind, where, workers=workers, env_extra=env) as url:
+            with deployment(
+                kind, where, workers=workers, env_extra=env, local_cache=local_cache
+            ) as url:
                 report = loadtest(
                     url,
                     where / "report",
@@ -59,40 +109,11 @@ def run(quick: bool = False, json_path: Path | None = None) -> dict[str, float]:
                     photos=60,
                     seed=workers,
                 )
-            endpoints = {e["name"]: e for e in report["endpoints"]}
-            total = endpoints["all requests"]
-            metrics = report["target_metrics"]
-            caches = metrics.get("cache", {})
-            profiles = caches.get("photofeed.profiles", {})
-            point = {
-                "variant": variant,
-                "workers": workers,
-                "users": users,
-                "duration_s": report["duration_s"],
-                "rps": total["rps"],
-                "p50_ms": total["p50_ms"],
-                "p99_ms": total["p99_ms"],
-                "feed_p99_ms": endpoints["GET /api/feed"]["p99_ms"],
-                "failures": total["failures"],
-                "requests": total["requests"],
-                "fanout_lag_p50_s": report["fanout_lag"]["p50_s"],
-                "fanout_lag_p99_s": report["fanout_lag"]["p99_s"],
-                "fanout_lag_samples": report["fanout_lag"]["samples"],
-                "fanout_timed_out": report["fanout_lag"]["timed_out"],
-                "profile_hit_rate": profiles.get("hit_rate"),
-                "feed_queries_per_request": metrics.get("db_queries_per_request", {}).get(
-                    "/api/feed"
-                ),
-                "queries_per_request": metrics.get("db_queries_per_request_overall"),
-                "metrics_scope": metrics.get("scope"),
-                "cpu_seconds": report.get("deployment", {}).get("cpu_seconds"),
-                "report": str(where / "report"),
-                "mix": {name: e["requests"] for name, e in endpoints.items()},
-            }
+            point = point_of(variant, workers, users, report, where)
             points.append(point)
             print(
-                f"{variant}, {workers} worker(s): {total['rps']} req/s, p99 {total['p99_ms']} ms,"
-                f" {total['failures']} failed",
+                f"{variant}, {workers} worker(s): {point['rps']} req/s, p99 {point['p99_ms']} ms,"
+                f" {point['failures']} failed",
                 flush=True,
             )
     rows = [
@@ -135,5 +156,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument(
+        "--workers", action="append", type=int, default=[], help="only these worker counts"
+    )
+    parser.add_argument(
+        "--variant", action="append", default=[], choices=list(VARIANTS),
+        help="only this variant (repeatable); with --json, the file's other points are kept",
+    )  # fmt: skip
     args = parser.parse_args()
-    run(args.quick, args.json)
+    run(args.quick, args.json, args.variant, args.workers)
