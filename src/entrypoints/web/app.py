@@ -40,7 +40,11 @@ MULTIPART_OVERHEAD = 64 * 1024
 _MAX_FORM_MEMORY = 64 * 1024
 
 #: The service's stampede-safe loaders, by the ``cache`` label their metrics carry.
-_LOADERS = (("photofeed.profiles", "profiles"), ("photofeed.popular", "popular_lists"))
+_LOADERS = (
+    ("photofeed.profiles", "profiles"),
+    ("photofeed.popular", "popular_lists"),
+    ("photofeed.feed", "feed_pages"),
+)
 
 _HTML_POLICY = (
     "default-src 'self'; img-src 'self' data: https: http:; style-src 'self'; "
