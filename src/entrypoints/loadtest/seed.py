@@ -103,6 +103,26 @@ def login(session: requests.Session, base: str, username: str) -> None:
     session.headers["X-CSRF-Token"] = response.json()["csrf_token"]
 
 
+def _run_all(pool: Any, work: Callable[[Any], None], items: Iterable[Any]) -> None:
+    """``work`` on every item through ``pool``; the first error is raised here, after all
+    calls ended (a greenlet that dies with an exception would print a traceback)."""
+    errors: list[BaseException] = []
+
+    def guarded(item: Any) -> None:
+        try:
+            work(item)
+        except (BackendUnavailable, requests.RequestException, ValueError, KeyError) as exc:
+            errors.append(exc)
+
+    for _ in pool.imap_unordered(guarded, items):
+        pass
+    if errors:
+        first = errors[0]
+        if isinstance(first, BackendUnavailable):
+            raise first
+        raise BackendUnavailable(f"seeding failed: {type(first).__name__}: {first}") from first
+
+
 def seed(
     base: str,
     *,
@@ -137,7 +157,7 @@ def seed(
             )
 
     progress(f"seeding {accounts} accounts ({tag})")
-    list(pool.imap_unordered(sign_up, (*names, watcher)))
+    _run_all(pool, sign_up, (*names, watcher))
 
     sessions: dict[int, tuple[Cookie, str]] = {}
     index_of = {name: i for i, name in enumerate(names)}
@@ -160,7 +180,7 @@ def seed(
     progress(f"seeding {graph.edges} follows (Pareto), and a watcher following everyone")
     plan = [(names[i], [names[j] for j in graph.following[i]]) for i in range(accounts)]
     plan.append((watcher, names))
-    list(pool.imap_unordered(follow_all, plan))
+    _run_all(pool, follow_all, plan)
 
     # Photos go to accounts by popularity rank (the most followed post most), so feeds and
     # the hot profiles have something to show from the start.
@@ -183,7 +203,7 @@ def seed(
 
     if photos:
         progress(f"seeding {photos} photos")
-        list(pool.imap_unordered(upload, owners))
+        _run_all(pool, upload, owners)
     return Population(
         tag=tag,
         usernames=names,
