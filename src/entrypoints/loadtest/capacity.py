@@ -131,7 +131,8 @@ def _stages(p: dict[str, Any], a: Assumptions) -> list[tuple[str, str]]:
         ),
         (
             "Stage 2: several web processes on one box",
-            f"`scalecore web --workers {a.cores_per_server}` on a {a.cores_per_server}-core box: "
+            f"`scalecore web --workers {a.cores_per_server}` on a box of {a.cores_per_server} "
+            "cores: "
             f"about {one_box:,.0f} viewers (RabbitMQ and memcached are now needed); "
             f"{p['viewers']:,} need {p['web_processes']} processes, i.e. "
             f"{p['web_servers']} such box(es)",
@@ -139,7 +140,7 @@ def _stages(p: dict[str, Any], a: Assumptions) -> list[tuple[str, str]]:
         (
             "Stage 3: several servers",
             f"{p['web_servers']} web server(s) of {a.cores_per_server} cores "
-            f"({p['web_processes']} worker processes in all), {p['worker_processes']} feed "
+            f"({p['web_processes']} web worker processes in all), {p['worker_processes']} feed "
             f"worker process(es), memcached {p['cache_mib']:,.0f} MiB, S3 for media, "
             "sessions in memcached",
         ),
