@@ -18,7 +18,7 @@ Both run on the same engine and pool, interleaved, for the same random users; th
 target is fan-out reads at least 10x faster. Then ``PhotoFeed.feed`` and
 ``PhotoFeed.profile`` run twice each for sample users, and the SQL statements of the second
 (warm: the cache filled by the first) are counted with the engine-level counter behind
-``scalecore_db_queries_total`` (target: 0).
+``scalecore_http_db_queries_total`` (target: 0).
 
 Run: ``python -m bench.feed_postgres [--quick]`` from the repository root (PostgreSQL on
 127.0.0.1:5432, trust auth, as ``scripts/services`` starts it).

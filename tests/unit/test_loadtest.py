@@ -67,8 +67,8 @@ HAND_WRITTEN = """# HELP scalecore_http_requests_total HTTP requests answered.
 scalecore_http_requests_total{endpoint="/api/feed",method="GET",status="200"} 10
 scalecore_http_requests_total{endpoint="/api/users/<username>",method="GET",status="200"} 4
 scalecore_http_requests_total{endpoint="/metrics",method="GET",status="200"} 1
-scalecore_db_queries_total{endpoint="/api/feed"} 30
-scalecore_db_queries_total{endpoint="/api/users/<username>"} 2
+scalecore_http_db_queries_total{endpoint="/api/feed"} 30
+scalecore_http_db_queries_total{endpoint="/api/users/<username>"} 2
 scalecore_cache_requests_total{cache="photofeed.profiles",result="hit"} 3
 scalecore_cache_requests_total{cache="photofeed.profiles",result="miss"} 1
 scalecore_cache_requests_total{cache="photofeed.profiles",result="stale"} 0
@@ -80,8 +80,8 @@ CLIENT_STYLE = """# HELP scalecore_http_requests_total HTTP requests answered.
 scalecore_http_requests_total{endpoint="/api/feed",method="GET",status="200"} 30.0
 scalecore_http_requests_created{endpoint="/api/feed",method="GET",status="200"} 1.7e+09
 scalecore_http_requests_total{endpoint="/api/users/<username>",method="GET",status="200"} 8.0
-scalecore_db_queries_total{endpoint="/api/feed"} 50.0 1700000000000
-scalecore_db_queries_total{endpoint="/api/users/<username>"} 2.0
+scalecore_http_db_queries_total{endpoint="/api/feed"} 50.0 1700000000000
+scalecore_http_db_queries_total{endpoint="/api/users/<username>"} 2.0
 scalecore_cache_requests_total{cache="photofeed.profiles",result="hit"} 7.0
 scalecore_cache_requests_total{cache="photofeed.profiles",result="miss"} 1.0
 not a sample line

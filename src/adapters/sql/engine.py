@@ -33,7 +33,7 @@ def statements_in_this_thread() -> int:
     """How many SQL statements this thread has sent through any engine of ``make_engine``.
 
     The count only grows; take it before and after a piece of work for the queries that
-    work made (the web app does so per request for ``scalecore_db_queries_total``).
+    work made (the web app does so per request for ``scalecore_http_db_queries_total``).
     """
     return int(getattr(_counts, "value", 0))
 

@@ -23,7 +23,7 @@ _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)(\s+\S+)?\s*$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 _WANTED = (
     "scalecore_http_requests_total",
-    "scalecore_db_queries_total",
+    "scalecore_http_db_queries_total",
     "scalecore_cache_requests_total",
 )
 
@@ -106,7 +106,7 @@ def summarise(before: Samples | None, after: Samples | None) -> dict[str, Any]:
     else:
         scope = "cumulative"
     requests_by_route = _by(dict(samples), "scalecore_http_requests_total", "endpoint")
-    queries_by_route = _by(dict(samples), "scalecore_db_queries_total", "endpoint")
+    queries_by_route = _by(dict(samples), "scalecore_http_db_queries_total", "endpoint")
     caches: dict[str, dict[str, float]] = {}
     for result in ("hit", "miss", "stale"):
         for cache, value in _by(
