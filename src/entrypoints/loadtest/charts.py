@@ -45,7 +45,7 @@ def line_chart(
     """An SVG line chart of ``series`` (name -> (x, y) points), with axes and a legend."""
     left, right, top, bottom = 64, 16, 28, 40
     legend_rows = math.ceil(len(series) / 3) if series else 0
-    total_height = height + legend_rows * 18
+    total_height = height + 8 + legend_rows * 18
     plot_w, plot_h = width - left - right, height - top - bottom
     points = [p for values in series.values() for p in values]
     x_max = max((x for x, _ in points), default=1.0) or 1.0
@@ -103,7 +103,7 @@ def line_chart(
                     for x, y in values
                 )
         lx = left + (index % 3) * (plot_w / 3)
-        ly = height + (index // 3) * 18
+        ly = height + 12 + (index // 3) * 18
         out.append(
             f'<rect x="{lx:.1f}" y="{ly - 9}" width="12" height="4" fill="{color}"/>'
             f'<text x="{lx + 16:.1f}" y="{ly - 4}" font-size="11">{escape(name)}</text>'
