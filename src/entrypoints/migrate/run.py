@@ -461,24 +461,10 @@ def _verify_table(
         report.differences.append(f"  ... and {hidden} more rows of {table.name}")
 
 
-def _blob_row(result: BlobResult, report: Report, mode: str) -> ReportRow:
+def _copy_row(store: str, result: BlobResult | SessionResult, report: Report) -> ReportRow:
+    """The report row of a store copied object by object (blobs, sessions)."""
     row = ReportRow(
-        "blobs",
-        read=result.read,
-        written=result.written + result.deleted,
-        verified=result.verified,
-        bytes=result.bytes,
-        seconds=result.seconds,
-    )
-    if result.differences:
-        row.status = "DIFFERS"
-        report.differences.extend(result.differences)
-    return row
-
-
-def _session_row(result: SessionResult, report: Report) -> ReportRow:
-    row = ReportRow(
-        "sessions",
+        store,
         read=result.read,
         written=result.written + result.deleted,
         verified=result.verified,
@@ -708,7 +694,7 @@ def _run_parts(
                 progress=task.advance,
                 journal=blob_journal,
             )
-        report.rows.append(_blob_row(result, report, mode))
+        report.rows.append(_copy_row("blobs", result, report))
     if "sessions" not in skip:
         with progress.task("sessions", None, unit="sessions") as task:
             sessions = sync_sessions(
@@ -717,7 +703,7 @@ def _run_parts(
                 write=mode == "copy",
                 progress=task.advance,
             )
-        report.rows.append(_session_row(sessions, report))
+        report.rows.append(_copy_row("sessions", sessions, report))
     if ledger:
         from adapters.ledger.sql import ledger_table
 
