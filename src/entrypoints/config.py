@@ -125,6 +125,8 @@ PHOTOFEED_REPOSITORIES = ("sql", "memory")
 PHOTOFEED_ADAPTERS = ("password_hasher", "images")
 
 _DATABASE_KEYS = frozenset({"strategy", "shards", "pins", "create_databases", "stores"})
+#: Keys only the top-level [database] table takes.
+_DATABASE_TOP_KEYS = frozenset({"control"})
 _STRATEGIES = ("modulo", "jump", "directory")
 _SECTIONS = frozenset(
     {"deployment", "database", "web", "logging", "tracing", "photofeed", *PORT_SECTIONS}
@@ -403,7 +405,12 @@ def _validate_photofeed(section: Mapping[str, Any]) -> None:
 
 
 def _validate_database(section: Mapping[str, Any], where: str) -> None:
-    _check_keys(section, _DATABASE_KEYS, where)
+    top = where == "database"
+    _check_keys(section, _DATABASE_KEYS | _DATABASE_TOP_KEYS if top else _DATABASE_KEYS, where)
+    if top and "control" in section:
+        control = section["control"]
+        if not isinstance(control, str) or not _DB_URL.match(control):
+            raise ConfigError("must be a database URL", key=f"{where}.control")
     strategy = section.get("strategy", "jump")
     if strategy not in _STRATEGIES:
         raise ConfigError(

@@ -17,8 +17,9 @@
     │   └── LeaseLost               a lease or claim is no longer held by its owner
     ├── UnsupportedOperation        the adapter does not declare the capability asked for
     └── BackendUnavailable          a server could not be reached or failed; retryable
-        └── ReadOnly                the deployment refuses writes for now (a data move);
-                                    ``retry_after`` says when to try again
+        ├── ReadOnly                the deployment refuses writes for now (a data move);
+        │                           ``retry_after`` says when to try again
+        └── ShardMoved              a logical shard is moving; retry on its new owner
 
 Adapters translate their driver's exceptions into this tree at the edge (``raise ... from
 exc``), so no boto3, pika, pymemcache or SQLAlchemy exception reaches a caller.
@@ -39,6 +40,7 @@ __all__ = [
     "PermissionDenied",
     "ReadOnly",
     "ScalecoreError",
+    "ShardMoved",
     "TooLarge",
     "UnsupportedMediaType",
     "UnsupportedOperation",
@@ -121,3 +123,20 @@ class ReadOnly(BackendUnavailable):
     def __init__(self, message: str, *, retry_after: int) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class ShardMoved(BackendUnavailable):
+    """A database refused a write (or a read) of a logical shard it no longer owns.
+
+    Raised while a logical shard moves to another database (online resharding). The
+    sharded database retries on the new owner by itself; this reaches a caller only when
+    the move did not finish within the retry window, so retrying after ``retry_after``
+    seconds succeeds. ``moved_to`` is the new owner's identity when the old one said.
+    """
+
+    def __init__(
+        self, message: str, *, moved_to: str | None = None, retry_after: float = 1.0
+    ) -> None:
+        super().__init__(message)
+        self.moved_to = moved_to
+        self.retry_after = retry_after

@@ -41,6 +41,7 @@ __all__ = [
     "PHOTOS",
     "USERS",
     "below",
+    "by_logical",
     "check_database",
     "feed_table",
     "follow_counts_table",
@@ -48,6 +49,7 @@ __all__ = [
     "following_table",
     "later_of",
     "live",
+    "logical_of",
     "outbox_table",
     "photos_table",
     "ping_all",
@@ -180,6 +182,27 @@ def shard_index(database: ShardedDatabase, some_id: object) -> int | None:
         return database.shard_for(shard_of(some_id))
     except InvalidInput:
         return None
+
+
+def logical_of(some_id: object) -> int | None:
+    """The logical shard of ``some_id``; None if it is not a well-formed id."""
+    try:
+        return shard_of(some_id)
+    except InvalidInput:
+        return None
+
+
+def by_logical(ids: Iterable[str]) -> dict[int, list[str]]:
+    """Group well-formed ids by logical shard (each id once); malformed ids are dropped.
+
+    The input of :meth:`ShardedDatabase.write_each` and ``query_each``, which run one
+    fenced transaction per database."""
+    grouped: dict[int, list[str]] = defaultdict(list)
+    for some_id in dict.fromkeys(ids):
+        logical = logical_of(some_id)
+        if logical is not None:
+            grouped[logical].append(some_id)
+    return dict(grouped)
 
 
 def shards_of(database: ShardedDatabase, ids: Iterable[str]) -> dict[int, list[str]]:

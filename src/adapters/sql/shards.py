@@ -30,7 +30,8 @@ import heapq
 import itertools
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
@@ -40,7 +41,18 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from adapters.sql.engine import make_engine, translate_errors
-from scalecore.errors import BackendUnavailable, ConfigError, InvalidInput, NotFound
+from adapters.sql.layout import (
+    LAYOUT_TTL,
+    OWNED,
+    STATE,
+    Layout,
+    check_owned,
+    connect_url,
+    identity,
+    load_layout,
+)
+from scalecore.errors import BackendUnavailable, ConfigError, InvalidInput, NotFound, ShardMoved
+from scalecore.ids import LOGICAL_SHARDS
 from scalecore.ports.sharding import ShardKey, ShardRouter
 from scalecore.routing import make_router
 
@@ -48,6 +60,10 @@ __all__ = ["Databases", "PoolStats", "ShardConfig", "ShardedDatabase"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+X = TypeVar("X")
+
+#: Layout names, like store names (``default`` is the shards stores share).
+_LAYOUT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 #: Logical store names: lower-case identifiers, as they appear in config.
 _STORE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -133,6 +149,9 @@ class ShardedDatabase:
         metadata: sa.MetaData,
         create_database: bool = False,
         max_workers: int = 8,
+        layout: str = "default",
+        control: str | None = None,
+        fence_wait: float = 5.0,
     ) -> None:
         self._shards = _parse_shards(shards, "shards")
         if not isinstance(router, ShardRouter):
@@ -148,6 +167,19 @@ class ShardedDatabase:
             raise ConfigError("must be true or false", key="create_database")
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise ConfigError("must be an integer of at least 1", key="max_workers")
+        if not isinstance(layout, str) or not _LAYOUT_NAME.match(layout):
+            raise ConfigError("must be a lower-case identifier", key="layout")
+        if control is not None:
+            _check_url(control, "control")
+        if isinstance(fence_wait, bool) or not isinstance(fence_wait, int | float):
+            raise ConfigError("must be a number of seconds", key="fence_wait")
+        self._name = layout
+        self._control = control if control is not None else self._shards[0].url
+        self._fence_wait = float(fence_wait)
+        self._layout: Layout | None = None
+        self._layout_at = -float("inf")
+        self._layout_lock = threading.Lock()
+        self._overrides: dict[int, str] = {}
         self._router = router
         self._metadata = metadata
         self._create_database = create_database
@@ -161,7 +193,23 @@ class ShardedDatabase:
 
     @property
     def shard_count(self) -> int:
-        return len(self._shards)
+        """Physical databases: the live layout's when there is one, else the config's."""
+        return len(self)
+
+    @property
+    def layout_name(self) -> str:
+        """The name of this database's live layout in the control database."""
+        return self._name
+
+    @property
+    def control_url(self) -> str:
+        """The URL of the control database that holds the live layout."""
+        return self._control
+
+    @property
+    def configured_urls(self) -> tuple[str, ...]:
+        """The primaries' URLs of the config, in order."""
+        return tuple(shard.url for shard in self._shards)
 
     @property
     def router(self) -> ShardRouter:
@@ -172,21 +220,228 @@ class ShardedDatabase:
         return self._metadata
 
     def shard_for(self, key: ShardKey) -> int:
-        """The physical shard that holds ``key`` (the router's answer)."""
-        return self._router.shard_for(key)
+        """The physical shard that holds ``key``.
+
+        Without a live layout, the router's answer. With one, ``key`` must be a logical
+        shard and the answer is the index of its owner in the layout's databases.
+        """
+        layout = self.live_layout()
+        if layout is None:
+            return self._router.shard_for(key)
+        return layout.databases.index(self._owner(layout, _logical(key)))
 
     def _index(self, key: ShardKey | None, shard: int | None) -> int:
         if (key is None) == (shard is None):
             raise InvalidInput("pass exactly one of a key or shard=")
         if shard is None:
             assert key is not None
-            return self._router.shard_for(key)
+            return self.shard_for(key)
         if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < len(self):
             raise InvalidInput(f"shard must be an index from 0 to {len(self) - 1}, got {shard!r}")
         return shard
 
     def __len__(self) -> int:
-        return len(self._shards)
+        layout = self.live_layout()
+        return len(self._shards) if layout is None else len(layout.databases)
+
+    # -- the live layout ---------------------------------------------------------------
+
+    def live_layout(self) -> Layout | None:
+        """The live layout (cached for at most ``LAYOUT_TTL`` seconds), or None if the
+        control database holds none: then the config's router decides, as before."""
+        if time.monotonic() - self._layout_at < LAYOUT_TTL:
+            return self._layout
+        return self.reload_layout()
+
+    def reload_layout(self) -> Layout | None:
+        """Read the live layout from the control database now."""
+        with self._layout_lock:
+            began = time.monotonic()
+            if began - self._layout_at < 0.05:  # another thread just did
+                return self._layout
+            try:
+                with translate_errors():
+                    engine = self._engine(self._control, primary=True)
+                    with engine.connect() as connection:
+                        layout = load_layout(connection, self._name)
+            except BackendUnavailable as exc:
+                raise BackendUnavailable("the control database is unavailable") from exc
+            if layout is not None:
+                for logical, name in list(self._overrides.items()):
+                    if layout.owner(logical) == name or name not in layout.databases:
+                        del self._overrides[logical]
+            self._layout, self._layout_at = layout, began
+            return layout
+
+    def _owner(self, layout: Layout, logical: int) -> str:
+        override = self._overrides.get(logical)
+        if override is not None and override in layout.databases:
+            return override
+        return layout.owner(logical)
+
+    def _moved(self, logicals: Collection[int], moved_to: str | None) -> None:
+        if moved_to is not None:
+            for logical in logicals:
+                self._overrides[logical] = moved_to
+        self._layout_at = -float("inf")  # the next call reads the layout again
+
+    def _url(self, index: int) -> tuple[str, tuple[str, ...]]:
+        """The primary URL and replica URLs of physical shard ``index``."""
+        layout = self.live_layout()
+        if layout is None:
+            config = self._shards[index]
+            return config.url, config.replicas
+        name = layout.databases[index]
+        for config in self._shards:
+            if _same_database(config.url, name):
+                return config.url, config.replicas
+        return connect_url(name, self.configured_urls), ()
+
+    def owned_subset(self, connection: sa.Connection, logical_shards: Collection[int]) -> set[int]:
+        """Which of ``logical_shards`` the database of ``connection`` (a unit of work)
+        owns, their state rows locked ``FOR SHARE`` until it commits; all of them when
+        there is no live layout. For work that spans a whole database (claims, purges)
+        and must leave alone the rows of logical shards that are moving or moved."""
+        wanted = set(logical_shards)
+        if not wanted or self.live_layout() is None:
+            return wanted
+        rows = connection.execute(
+            sa.select(STATE.c.logical_shard)
+            .where(
+                STATE.c.name == self._name,
+                STATE.c.logical_shard.in_(sorted(wanted)),
+                STATE.c.state == OWNED,
+            )
+            .with_for_update(read=True)
+        )
+        return set(rows.scalars())
+
+    def write(self, logical_shard: int, work: Callable[[sa.Connection], T]) -> T:
+        """Run ``work(connection)`` in one transaction on the owner of ``logical_shard``.
+
+        The fenced form of :meth:`unit_of_work` that repositories use. With a live layout
+        the transaction first checks, ``FOR SHARE``, that the database still owns the
+        logical shard; if it has moved, ``work`` is rolled back and run again on the new
+        owner (so it must only touch the database). Raises :class:`ShardMoved` (a
+        :class:`BackendUnavailable`, so a 503) if the move did not settle within
+        ``fence_wait`` seconds.
+        """
+        results = self.write_each({_logical(logical_shard): [None]}, lambda conn, _: work(conn))
+        return results[0]
+
+    def write_each(
+        self,
+        items: Mapping[int, Sequence[X]],
+        work: Callable[[sa.Connection, list[X]], T],
+    ) -> list[T]:
+        """Run ``work(connection, items)`` once per database, with the items of the logical
+        shards it owns, each call one fenced transaction (see :meth:`write`).
+
+        ``items`` maps logical shards to their items. Returns the calls' results (in no
+        particular order). A logical shard that moves is retried on its new owner with
+        its own items only; what committed stays committed.
+        """
+        return self._each(items, work, write=True, primary=True)
+
+    def query(
+        self, logical_shard: int, work: Callable[[sa.Connection], T], *, primary: bool = False
+    ) -> T:
+        """Run ``work(connection)`` on a connection to the owner of ``logical_shard`` and
+        return its result; ``primary`` avoids replicas (read your own writes).
+
+        With a live layout the state is checked after ``work`` has read: rows are deleted
+        from an old owner only after it says ``moved``, so an answer read before that is
+        whole; a moved logical shard is read again from its new owner.
+        """
+        results = self.query_each(
+            {_logical(logical_shard): [None]}, lambda conn, _: work(conn), primary=primary
+        )
+        return results[0]
+
+    def query_each(
+        self,
+        items: Mapping[int, Sequence[X]],
+        work: Callable[[sa.Connection, list[X]], T],
+        *,
+        primary: bool = False,
+    ) -> list[T]:
+        """:meth:`query` for many logical shards: one call per database (see
+        :meth:`write_each`)."""
+        return self._each(items, work, write=False, primary=primary)
+
+    def _each(
+        self,
+        items: Mapping[int, Sequence[X]],
+        work: Callable[[sa.Connection, list[X]], T],
+        *,
+        write: bool,
+        primary: bool,
+    ) -> list[T]:
+        pending = {_logical(logical): list(group) for logical, group in items.items()}
+        results: list[T] = []
+        deadline = time.monotonic() + self._fence_wait
+        delay = 0.005
+        while True:
+            layout = self.live_layout()
+            groups: dict[int, list[int]] = {}
+            for logical in pending:
+                if layout is None:
+                    index = self._router.shard_for(logical)
+                else:
+                    index = layout.databases.index(self._owner(layout, logical))
+                groups.setdefault(index, []).append(logical)
+            refused: ShardMoved | None = None
+            for index, logicals in groups.items():
+                batch = [item for logical in logicals for item in pending[logical]]
+                try:
+                    results.append(self._run(index, logicals, batch, work, layout, write, primary))
+                except ShardMoved as exc:
+                    self._moved(logicals, exc.moved_to)
+                    refused = exc
+                    continue
+                for logical in logicals:
+                    del pending[logical]
+            if not pending:
+                return results
+            assert refused is not None
+            if time.monotonic() + delay > deadline:
+                raise refused
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def _run(
+        self,
+        index: int,
+        logicals: list[int],
+        batch: list[X],
+        work: Callable[[sa.Connection, list[X]], T],
+        layout: Layout | None,
+        write: bool,
+        primary: bool,
+    ) -> T:
+        if layout is None:
+            if write:
+                with self.unit_of_work(shard=index) as connection:
+                    return work(connection, batch)
+            context = self.unit_of_work if primary else self.read
+            with context(shard=index) as connection:
+                return work(connection, batch)
+        url, replicas = self._url(index)
+        if replicas and not write and not primary:
+            turn = next(self._replica_turns[index % len(self._replica_turns)])
+            url, is_primary = replicas[turn % len(replicas)], False
+        else:
+            is_primary = True
+        with translate_errors():
+            engine = self._engine(url, primary=is_primary)
+            if write:
+                with engine.begin() as connection:
+                    check_owned(connection, self._name, logicals, lock=True)
+                    return work(connection, batch)
+            with engine.connect() as connection:
+                result = work(connection, batch)
+                check_owned(connection, self._name, logicals, lock=False)
+                return result
 
     def _engine(self, url: str, *, primary: bool) -> sa.Engine:
         with self._lock:
@@ -235,8 +490,9 @@ class ShardedDatabase:
         shard index.
         """
         index = self._index(key, shard)
+        url, _replicas = self._url(index)
         with translate_errors():
-            engine = self._engine(self._shards[index].url, primary=True)
+            engine = self._engine(url, primary=True)
             with engine.begin() as connection:
                 yield connection
 
@@ -252,12 +508,11 @@ class ShardedDatabase:
         this connection is committed.
         """
         index = self._index(key, shard)
-        config = self._shards[index]
-        if config.replicas:
-            turn = next(self._replica_turns[index])
-            url, primary = config.replicas[turn % len(config.replicas)], False
-        else:
-            url, primary = config.url, True
+        url, replicas = self._url(index)
+        primary = True
+        if replicas:
+            turn = next(self._replica_turns[index % len(self._replica_turns)])
+            url, primary = replicas[turn % len(replicas)], False
         with translate_errors():
             engine = self._engine(url, primary=primary)
             # Closing rolls back whatever the block left open: reads never commit.
@@ -310,7 +565,7 @@ class ShardedDatabase:
 
     def _on_every_shard(self, task: Callable[[int], R]) -> list[R]:
         executor = self._pool()
-        futures = [executor.submit(task, index) for index in range(len(self._shards))]
+        futures = [executor.submit(task, index) for index in range(len(self))]
         wait(futures)  # every shard finishes before we raise, so no connection outlives us
         for index, future in enumerate(futures):
             error = future.exception()
@@ -365,6 +620,19 @@ class ShardedDatabase:
         return f"ShardedDatabase(shards={len(self._shards)}, router={self._router!r})"
 
 
+def _logical(key: object) -> int:
+    if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < LOGICAL_SHARDS:
+        raise InvalidInput(
+            f"with a live layout a key must be a logical shard (0 to {LOGICAL_SHARDS - 1}), "
+            f"got {key!r}"
+        )
+    return key
+
+
+def _same_database(url: str, name: str) -> bool:
+    return identity(url) == name
+
+
 _STORE_KEYS = frozenset({"shards", "strategy", "pins", "create_databases"})
 
 
@@ -398,6 +666,7 @@ class Databases:
         create_databases: bool = False,
         stores: Mapping[str, str | Mapping[str, Any]] | None = None,
         max_workers: int = 8,
+        control: str | None = None,
     ) -> None:
         if not isinstance(metadata, Mapping) or not metadata:
             raise ConfigError("must map logical store names to MetaData", key="metadata")
@@ -421,6 +690,13 @@ class Databases:
                     key=f"stores.{name}",
                 )
         self._stores: dict[str, ShardedDatabase] = {}
+        # Every live layout is kept in one control database all processes reach.
+        if control is None:
+            parsed = _parse_shards(shards, "shards")
+            control = parsed[0].url
+        else:
+            control = _check_url(control, "control")
+        self._control = control
         shared = [name for name in metadata if name not in stores]
         if shared:
             default = _build(
@@ -433,6 +709,8 @@ class Databases:
                 },
                 _union(metadata, shared),
                 max_workers,
+                "default",
+                control,
             )
             self._stores.update(dict.fromkeys(shared, default))
         for name, store in stores.items():
@@ -447,7 +725,7 @@ class Databases:
                     key=where.rstrip("."),
                 )
             options = {"create_databases": create_databases, **options}
-            self._stores[name] = _build(where, options, metadata[name], max_workers)
+            self._stores[name] = _build(where, options, metadata[name], max_workers, name, control)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -462,6 +740,15 @@ class Databases:
             raise NotFound(f"no logical store {name!r}; known: {', '.join(self.names)}") from None
 
     __getitem__ = store
+
+    def groups(self) -> dict[str, ShardedDatabase]:
+        """Each distinct sharded database by its layout name (``default`` for the shards
+        stores share, else the store's own name)."""
+        return {database.layout_name: database for database in self._distinct()}
+
+    def stores_of(self, layout: str) -> tuple[str, ...]:
+        """The logical stores kept on the databases of layout ``layout``, sorted."""
+        return tuple(sorted(name for name, db in self._stores.items() if db.layout_name == layout))
 
     def _distinct(self) -> list[ShardedDatabase]:
         seen: dict[int, ShardedDatabase] = {}
@@ -519,7 +806,12 @@ def _union(metadata: Mapping[str, sa.MetaData], names: Sequence[str]) -> sa.Meta
 
 
 def _build(
-    where: str, options: Mapping[str, Any], metadata: sa.MetaData, max_workers: int
+    where: str,
+    options: Mapping[str, Any],
+    metadata: sa.MetaData,
+    max_workers: int,
+    layout: str,
+    control: str,
 ) -> ShardedDatabase:
     unknown = set(options) - _STORE_KEYS
     if unknown:
@@ -536,6 +828,8 @@ def _build(
             metadata=metadata,
             create_database=options.get("create_databases", False),
             max_workers=max_workers,
+            layout=layout,
+            control=control,
         )
     except ConfigError as exc:
         if not where:

@@ -24,13 +24,14 @@ from adapters.photofeed.schema import (
     feed_table,
     later_of,
     live,
+    logical_of,
     ping_all,
-    shard_index,
     upsert,
 )
 from adapters.sql.shards import ShardedDatabase
 from scalecore.capabilities import Capability
 from scalecore.errors import InvalidInput
+from scalecore.ids import shard_of
 from scalecore.photofeed.models import FeedEntry, FeedPosition
 from scalecore.photofeed.ports import FeedRepository
 
@@ -58,47 +59,50 @@ class SqlFeedRepository(FeedRepository):
         # Merge duplicates here first: PostgreSQL refuses one INSERT that updates a row twice.
         by_shard: dict[int, dict[tuple[str, str], FeedEntry]] = defaultdict(dict)
         for entry in entries:
-            index = shard_index(self._db, entry.follower_id)
-            if index is None:
+            logical = logical_of(entry.follower_id)
+            if logical is None:
                 raise InvalidInput(f"not a user id: {entry.follower_id!r}")
-            batch = by_shard[index]
+            batch = by_shard[logical]
             key = (entry.follower_id, entry.photo_id)
             batch[key] = batch[key].merge(entry) if key in batch else entry
-        for index, batch in by_shard.items():
-            rows = [_row(entry) for entry in batch.values()]
-            with self._db.unit_of_work(shard=index) as conn:
-                statement = upsert(conn, _t)
-                statement = statement.on_conflict_do_update(
-                    index_elements=["follower_id", "photo_id"],
-                    set_={
-                        "added_at": later_of(_t.c.added_at, statement.excluded.added_at),
-                        "removed_at": later_of(_t.c.removed_at, statement.excluded.removed_at),
-                    },
-                )
-                for start in range(0, len(rows), _BATCH):
-                    conn.execute(statement, rows[start : start + _BATCH])
+
+        def apply(conn: sa.Connection, batch: list[FeedEntry]) -> None:
+            rows = [_row(entry) for entry in batch]
+            statement = upsert(conn, _t)
+            statement = statement.on_conflict_do_update(
+                index_elements=["follower_id", "photo_id"],
+                set_={
+                    "added_at": later_of(_t.c.added_at, statement.excluded.added_at),
+                    "removed_at": later_of(_t.c.removed_at, statement.excluded.removed_at),
+                },
+            )
+            for start in range(0, len(rows), _BATCH):
+                conn.execute(statement, rows[start : start + _BATCH])
+
+        self._db.write_each(
+            {logical: list(batch.values()) for logical, batch in by_shard.items()}, apply
+        )
 
     def remove_owner(self, follower_id: str, owner_id: str, at: float) -> int:
-        index = shard_index(self._db, follower_id)
-        if index is None:
+        logical = logical_of(follower_id)
+        if logical is None:
             return 0
-        with self._db.unit_of_work(shard=index) as conn:
-            result = conn.execute(
-                _t.update()
-                .where(
-                    _t.c.follower_id == follower_id,
-                    _t.c.owner_id == owner_id,
-                    sa.or_(_t.c.removed_at.is_(None), _t.c.removed_at < at),
-                )
-                .values(removed_at=at)
+        statement = (
+            _t.update()
+            .where(
+                _t.c.follower_id == follower_id,
+                _t.c.owner_id == owner_id,
+                sa.or_(_t.c.removed_at.is_(None), _t.c.removed_at < at),
             )
-        return int(result.rowcount)
+            .values(removed_at=at)
+        )
+        return self._db.write(logical, lambda conn: int(conn.execute(statement).rowcount))
 
     def page(
         self, follower_id: str, *, limit: int, before: FeedPosition | None = None
     ) -> list[FeedEntry]:
-        index = shard_index(self._db, follower_id)
-        if index is None or limit < 1:
+        logical = logical_of(follower_id)
+        if logical is None or limit < 1:
             return []
         query = sa.select(_t).where(
             _t.c.follower_id == follower_id, live(_t.c.added_at, _t.c.removed_at)
@@ -106,30 +110,39 @@ class SqlFeedRepository(FeedRepository):
         if before is not None:
             query = query.where(below(_t.c.created_at, _t.c.photo_id, before))
         query = query.order_by(_t.c.created_at.desc(), _t.c.photo_id.desc()).limit(limit)
-        with self._db.read(shard=index) as conn:
-            return [_entry(row) for row in conn.execute(query)]
+        rows = self._db.query(logical, lambda conn: conn.execute(query).all())
+        return [_entry(row) for row in rows]
 
     def get(self, follower_id: str, photo_id: str) -> FeedEntry | None:
-        index = shard_index(self._db, follower_id)
-        if index is None:
+        logical = logical_of(follower_id)
+        if logical is None:
             return None
-        with self._db.read(shard=index) as conn:
-            row = conn.execute(
-                sa.select(_t).where(_t.c.follower_id == follower_id, _t.c.photo_id == photo_id)
-            ).one_or_none()
+        query = sa.select(_t).where(_t.c.follower_id == follower_id, _t.c.photo_id == photo_id)
+        row = self._db.query(logical, lambda conn: conn.execute(query).first())
         return None if row is None else _entry(row)
 
     def purge_removed(self, before: float) -> int:
         purged = 0
         for index in range(self._db.shard_count):
             with self._db.unit_of_work(shard=index) as conn:
-                purged += conn.execute(
-                    _t.delete().where(
+                keys = conn.execute(
+                    sa.select(_t.c.follower_id, _t.c.photo_id).where(
                         _t.c.removed_at.is_not(None),
                         _t.c.removed_at < before,
                         sa.not_(live(_t.c.added_at, _t.c.removed_at)),
                     )
-                ).rowcount
+                ).all()
+                # Leave alone the rows of logical shards this database no longer owns.
+                owned = self._db.owned_subset(conn, {shard_of(key[0]) for key in keys})
+                pairs = [tuple(key) for key in keys if shard_of(key[0]) in owned]
+                for start in range(0, len(pairs), _BATCH):
+                    purged += conn.execute(
+                        _t.delete().where(
+                            sa.tuple_(_t.c.follower_id, _t.c.photo_id).in_(
+                                pairs[start : start + _BATCH]
+                            )
+                        )
+                    ).rowcount
         return purged
 
     def ping(self) -> None:

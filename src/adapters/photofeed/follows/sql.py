@@ -24,8 +24,8 @@ from adapters.photofeed.schema import (
     followers_table,
     following_table,
     live,
+    logical_of,
     ping_all,
-    shard_index,
     upsert,
 )
 from adapters.sql.shards import ShardedDatabase
@@ -54,11 +54,11 @@ class SqlFollowRepository(FollowRepository):
     def __repr__(self) -> str:
         return f"SqlFollowRepository({self._db!r})"
 
-    def _shard(self, user_id: str) -> int:
-        index = shard_index(self._db, user_id)
-        if index is None:
+    def _logical(self, user_id: str) -> int:
+        logical = logical_of(user_id)
+        if logical is None:
             raise InvalidInput(f"not a user id: {user_id!r}")
-        return index
+        return logical
 
     # -- writes ------------------------------------------------------------------------
 
@@ -75,9 +75,10 @@ class SqlFollowRepository(FollowRepository):
             table, owner, other, other_id = _out, edge.follower_id, "followee_id", edge.followee_id
         else:
             table, owner, other, other_id = _in, edge.followee_id, "follower_id", edge.follower_id
-        unsettled: dict[str, bool] = {}
         key = (table.c.user_id == owner, table.c[other] == other_id)
-        with self._db.unit_of_work(shard=self._shard(owner)) as conn:
+
+        def apply(conn: sa.Connection) -> FollowEdge:
+            unsettled: dict[str, bool] = {}
             row = _locked(conn, table, key)
             if row is None:
                 if not follower_side:
@@ -117,11 +118,14 @@ class SqlFollowRepository(FollowRepository):
                     )
                 )
                 _bump_side(conn, owner, follower_side, int(merged.active) - int(base.active))
-        return merged
+            return merged
+
+        return self._db.write(self._logical(owner), apply)
 
     def settle(self, edge: FollowEdge) -> bool:
         key = (_in.c.user_id == edge.followee_id, _in.c.follower_id == edge.follower_id)
-        with self._db.unit_of_work(shard=self._shard(edge.followee_id)) as conn:
+
+        def apply(conn: sa.Connection) -> bool:
             row = _locked(conn, _in, key)
             if row is None:
                 return True
@@ -129,26 +133,28 @@ class SqlFollowRepository(FollowRepository):
                 return not row.unsettled
             if row.unsettled:
                 conn.execute(_in.update().where(*key).values(unsettled=False))
-        return True
+            return True
+
+        return self._db.write(self._logical(edge.followee_id), apply)
 
     # -- reads -------------------------------------------------------------------------
 
     def follower_edge(self, followee_id: str, follower_id: str) -> FollowEdge | None:
-        index = shard_index(self._db, followee_id)
-        if index is None:
+        logical = logical_of(followee_id)
+        if logical is None:
             return None
-        key = (_in.c.user_id == followee_id, _in.c.follower_id == follower_id)
-        with self._db.unit_of_work(shard=index) as conn:
-            row = conn.execute(sa.select(_in).where(*key)).one_or_none()
+        query = sa.select(_in).where(_in.c.user_id == followee_id, _in.c.follower_id == follower_id)
+        row = self._db.query(logical, lambda conn: conn.execute(query).first(), primary=True)
         return None if row is None else _edge(row, follower_id, followee_id)
 
     def following_edge(self, follower_id: str, followee_id: str) -> FollowEdge | None:
-        index = shard_index(self._db, follower_id)
-        if index is None:
+        logical = logical_of(follower_id)
+        if logical is None:
             return None
-        key = (_out.c.user_id == follower_id, _out.c.followee_id == followee_id)
-        with self._db.unit_of_work(shard=index) as conn:
-            row = conn.execute(sa.select(_out).where(*key)).one_or_none()
+        query = sa.select(_out).where(
+            _out.c.user_id == follower_id, _out.c.followee_id == followee_id
+        )
+        row = self._db.query(logical, lambda conn: conn.execute(query).first(), primary=True)
         return None if row is None else _edge(row, follower_id, followee_id)
 
     def unsettled(self, *, before: float, limit: int) -> list[FollowEdge]:
@@ -166,11 +172,13 @@ class SqlFollowRepository(FollowRepository):
             limit=limit,
             descending=False,
         )
-        return [_edge(row, row.follower_id, row.user_id) for row in rows]
+        # While a logical shard moves, its rows may be on two databases: once each here.
+        edges = {(row.user_id, row.follower_id): row for row in rows}
+        return [_edge(row, row.follower_id, row.user_id) for row in edges.values()]
 
     def followers(self, user_id: str, *, limit: int, after: str | None = None) -> list[str]:
-        index = shard_index(self._db, user_id)
-        if index is None or limit < 1:
+        logical = logical_of(user_id)
+        if logical is None or limit < 1:
             return []
         query = sa.select(_in.c.follower_id).where(
             _in.c.user_id == user_id, live(_in.c.followed_at, _in.c.unfollowed_at)
@@ -178,41 +186,38 @@ class SqlFollowRepository(FollowRepository):
         if after is not None:
             query = query.where(_in.c.follower_id > after)
         query = query.order_by(_in.c.follower_id).limit(limit)
-        with self._db.read(shard=index) as conn:
-            return list(conn.execute(query).scalars())
+        return self._db.query(logical, lambda conn: list(conn.execute(query).scalars()))
 
     def following(self, user_id: str) -> list[str]:
-        index = shard_index(self._db, user_id)
-        if index is None:
+        logical = logical_of(user_id)
+        if logical is None:
             return []
         query = (
             sa.select(_out.c.followee_id)
             .where(_out.c.user_id == user_id, live(_out.c.followed_at, _out.c.unfollowed_at))
             .order_by(_out.c.followee_id)
         )
-        with self._db.read(shard=index) as conn:
-            return list(conn.execute(query).scalars())
+        return self._db.query(logical, lambda conn: list(conn.execute(query).scalars()))
 
     def counts(self, user_id: str) -> FollowCounts:
-        index = shard_index(self._db, user_id)
-        if index is None:
+        logical = logical_of(user_id)
+        if logical is None:
             return FollowCounts()
-        with self._db.read(shard=index) as conn:
-            row = conn.execute(
-                sa.select(_counts.c.followers, _counts.c.following).where(
-                    _counts.c.user_id == user_id
-                )
-            ).one_or_none()
+        query = sa.select(_counts.c.followers, _counts.c.following).where(
+            _counts.c.user_id == user_id
+        )
+        row = self._db.query(logical, lambda conn: conn.execute(query).first())
         return FollowCounts() if row is None else FollowCounts(row.followers, row.following)
 
     def popular(self, min_followers: int) -> list[str]:
         query = sa.select(_counts.c.user_id).where(_counts.c.followers >= min_followers)
-        return self._db.scatter_gather(
+        found = self._db.scatter_gather(
             lambda conn, _index: list(conn.execute(query).scalars()),
             order_key=lambda user_id: user_id,
             limit=None,
             descending=False,
         )
+        return list(dict.fromkeys(found))  # a moving logical shard may be on two databases
 
     def ping(self) -> None:
         ping_all(self._db)

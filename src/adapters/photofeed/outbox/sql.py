@@ -22,9 +22,16 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
-from adapters.photofeed.schema import check_database, outbox_table, ping_all, shards_of
+from adapters.photofeed.schema import (
+    by_logical,
+    check_database,
+    outbox_table,
+    ping_all,
+    shards_of,
+)
 from adapters.sql.shards import ShardedDatabase
 from scalecore.capabilities import Capability
+from scalecore.ids import shard_of
 from scalecore.photofeed.models import OutboxEvent
 from scalecore.photofeed.ports import OutboxRepository
 
@@ -97,6 +104,9 @@ class SqlOutboxRepository(OutboxRepository):
             query = query.where(_t.c.id.in_(wanted))
         with self._db.unit_of_work(shard=index) as conn:
             rows = conn.execute(query).all()
+            # Leave alone the events of logical shards this database no longer owns.
+            owned = self._db.owned_subset(conn, {shard_of(row.id) for row in rows})
+            rows = [row for row in rows if shard_of(row.id) in owned]
             if rows:
                 conn.execute(
                     _t.update()
@@ -106,22 +116,24 @@ class SqlOutboxRepository(OutboxRepository):
         return [_event(row) for row in rows]
 
     def mark_sent(self, ids: Collection[str], *, now: float) -> None:
-        for index, group in shards_of(self._db, ids).items():
-            with self._db.unit_of_work(shard=index) as conn:
-                conn.execute(
-                    _t.update()
-                    .where(_t.c.id.in_(group), _t.c.sent_at.is_(None))
-                    .values(sent_at=now, claimant=None, claimed_until=None)
-                )
+        self._db.write_each(
+            by_logical(ids),
+            lambda conn, group: conn.execute(
+                _t.update()
+                .where(_t.c.id.in_(group), _t.c.sent_at.is_(None))
+                .values(sent_at=now, claimant=None, claimed_until=None)
+            ),
+        )
 
     def release(self, ids: Collection[str], claimant: str) -> None:
-        for index, group in shards_of(self._db, ids).items():
-            with self._db.unit_of_work(shard=index) as conn:
-                conn.execute(
-                    _t.update()
-                    .where(_t.c.id.in_(group), _t.c.claimant == claimant, _t.c.sent_at.is_(None))
-                    .values(claimant=None, claimed_until=None)
-                )
+        self._db.write_each(
+            by_logical(ids),
+            lambda conn, group: conn.execute(
+                _t.update()
+                .where(_t.c.id.in_(group), _t.c.claimant == claimant, _t.c.sent_at.is_(None))
+                .values(claimant=None, claimed_until=None)
+            ),
+        )
 
     def pending_count(self) -> int:
         query = sa.select(sa.func.count()).select_from(_t).where(_t.c.sent_at.is_(None))
@@ -143,9 +155,17 @@ class SqlOutboxRepository(OutboxRepository):
         purged = 0
         for index in range(self._db.shard_count):
             with self._db.unit_of_work(shard=index) as conn:
-                purged += conn.execute(
-                    _t.delete().where(_t.c.sent_at.is_not(None), _t.c.sent_at < before)
-                ).rowcount
+                ids = list(
+                    conn.execute(
+                        sa.select(_t.c.id).where(_t.c.sent_at.is_not(None), _t.c.sent_at < before)
+                    ).scalars()
+                )
+                owned = self._db.owned_subset(conn, {shard_of(i) for i in ids})
+                ids = [i for i in ids if shard_of(i) in owned]
+                for start in range(0, len(ids), 500):
+                    purged += conn.execute(
+                        _t.delete().where(_t.c.id.in_(ids[start : start + 500]))
+                    ).rowcount
         return purged
 
     def ping(self) -> None:

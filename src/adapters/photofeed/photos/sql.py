@@ -21,12 +21,12 @@ import sqlalchemy as sa
 
 from adapters.photofeed.schema import (
     below,
+    by_logical,
     check_database,
+    logical_of,
     outbox_table,
     photos_table,
     ping_all,
-    shard_index,
-    shards_of,
 )
 from adapters.sql.shards import ShardedDatabase
 from scalecore.capabilities import Capability
@@ -56,56 +56,68 @@ class SqlPhotoRepository(PhotoRepository):
     def add(self, photo: Photo, event: OutboxEvent) -> None:
         if shard_of(photo.id) != shard_of(event.id):
             raise InvalidInput("an outbox event must be of its photo's logical shard")
-        with self._db.unit_of_work(shard_of(photo.id)) as conn:
+
+        def insert(conn: sa.Connection) -> None:
             conn.execute(_t.insert().values(**_row(photo)))
             conn.execute(outbox_table.insert().values(**outbox_row(event)))
 
+        self._db.write(shard_of(photo.id), insert)
+
     def delete(self, photo_id: str, event: OutboxEvent) -> None:
-        index = shard_index(self._db, photo_id)
-        if index is None:
+        logical = logical_of(photo_id)
+        if logical is None:
             raise NotFound(f"no photo {photo_id!r}")
-        if shard_of(photo_id) != shard_of(event.id):
+        if logical != shard_of(event.id):
             raise InvalidInput("an outbox event must be of its photo's logical shard")
-        with self._db.unit_of_work(shard=index) as conn:
+
+        def remove(conn: sa.Connection) -> None:
             if conn.execute(_t.delete().where(_t.c.id == photo_id)).rowcount != 1:
                 raise NotFound(f"no photo {photo_id!r}")  # rolls back: no event either
             conn.execute(outbox_table.insert().values(**outbox_row(event)))
 
+        self._db.write(logical, remove)
+
     def get(self, photo_id: str) -> Photo:
-        index = shard_index(self._db, photo_id)
-        if index is not None:
-            with self._db.read(shard=index) as conn:
-                row = conn.execute(sa.select(_t).where(_t.c.id == photo_id)).one_or_none()
+        logical = logical_of(photo_id)
+        if logical is not None:
+            query = sa.select(_t).where(_t.c.id == photo_id)
+            row = self._db.query(logical, lambda conn: conn.execute(query).first())
             if row is not None:
                 return _photo(row)
         raise NotFound(f"no photo {photo_id!r}")
 
     def get_many(self, photo_ids: Iterable[str]) -> dict[str, Photo]:
         found: dict[str, Photo] = {}
-        for index, ids in shards_of(self._db, photo_ids).items():
-            with self._db.read(shard=index) as conn:
-                rows = conn.execute(sa.select(_t).where(_t.c.id.in_(ids))).all()
+        for rows in self._db.query_each(
+            by_logical(photo_ids),
+            lambda conn, ids: conn.execute(sa.select(_t).where(_t.c.id.in_(ids))).all(),
+        ):
             found.update((row.id, _photo(row)) for row in rows)
         return found
 
     def recent_by_owner(
         self, owner_id: str, *, limit: int, before: FeedPosition | None = None
     ) -> list[Photo]:
-        index = shard_index(self._db, owner_id)
-        if index is None or limit < 1:
+        logical = logical_of(owner_id)
+        if logical is None or limit < 1:
             return []
         query = sa.select(_t).where(_t.c.owner_id == owner_id)
         if before is not None:
             query = query.where(below(_t.c.created_at, _t.c.id, before))
         query = query.order_by(_t.c.created_at.desc(), _t.c.id.desc()).limit(limit)
-        with self._db.read(shard=index) as conn:
-            return [_photo(row) for row in conn.execute(query)]
+        rows = self._db.query(logical, lambda conn: conn.execute(query).all())
+        return [_photo(row) for row in rows]
 
     def existing_ids(self, photo_ids: Iterable[str]) -> set[str]:
         found: set[str] = set()
-        for index, ids in shards_of(self._db, photo_ids).items():
-            with self._db.unit_of_work(shard=index) as conn:  # the primary: see the header
-                found.update(conn.execute(sa.select(_t.c.id).where(_t.c.id.in_(ids))).scalars())
+        for ids in self._db.query_each(  # the primary: see the header
+            by_logical(photo_ids),
+            lambda conn, ids: list(
+                conn.execute(sa.select(_t.c.id).where(_t.c.id.in_(ids))).scalars()
+            ),
+            primary=True,
+        ):
+            found.update(ids)
         return found
 
     def ping(self) -> None:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
-from adapters.photofeed.schema import check_database, ping_all, shard_index, users_table
+from adapters.photofeed.schema import check_database, logical_of, ping_all, users_table
 from adapters.sql.shards import ShardedDatabase
 from scalecore.capabilities import Capability
 from scalecore.errors import InvalidInput, NotFound
@@ -46,51 +46,49 @@ class SqlUserRepository(UserRepository):
         user = account.user
         if shard_of(user.id) != logical_shard_for(user.username):
             raise InvalidInput("a user's id must carry the logical shard of its username")
-        with self._db.unit_of_work(shard_of(user.id)) as conn:
-            conn.execute(
-                _t.insert().values(
-                    id=user.id,
-                    username=user.username,
-                    password_hash=account.password_hash,
-                    created_at=user.created_at,
-                )
-            )
+        row = {
+            "id": user.id,
+            "username": user.username,
+            "password_hash": account.password_hash,
+            "created_at": user.created_at,
+        }
+        self._db.write(shard_of(user.id), lambda conn: conn.execute(_t.insert().values(**row)))
 
     def get(self, user_id: str) -> User:
-        index = shard_index(self._db, user_id)
-        if index is None:
+        logical = logical_of(user_id)
+        if logical is None:
             raise NotFound(f"no user with id {user_id!r}")
-        with self._db.read(shard=index) as conn:
-            row = conn.execute(sa.select(_t).where(_t.c.id == user_id)).one_or_none()
+        row = self._db.query(
+            logical, lambda conn: conn.execute(sa.select(_t).where(_t.c.id == user_id)).first()
+        )
         if row is None:
             raise NotFound(f"no user with id {user_id!r}")
         return _user(row)
 
     def get_by_username(self, username: str) -> User:
-        with self._db.read(logical_shard_for(username)) as conn:
-            row = conn.execute(sa.select(_t).where(_t.c.username == username)).one_or_none()
+        query = sa.select(_t).where(_t.c.username == username)
+        row = self._db.query(logical_shard_for(username), lambda conn: conn.execute(query).first())
         if row is None:
             raise NotFound(f"no user {username!r}")
         return _user(row)
 
     def get_account(self, username: str) -> Account:
         # The primary, not a replica: an account created a moment ago must log in.
-        with self._db.unit_of_work(logical_shard_for(username)) as conn:
-            row = conn.execute(sa.select(_t).where(_t.c.username == username)).one_or_none()
+        query = sa.select(_t).where(_t.c.username == username)
+        row = self._db.query(
+            logical_shard_for(username), lambda conn: conn.execute(query).first(), primary=True
+        )
         if row is None:
             raise NotFound(f"no user {username!r}")
         return Account(user=_user(row), password_hash=row.password_hash)
 
     def set_password_hash(self, user_id: str, password_hash: str) -> None:
-        index = shard_index(self._db, user_id)
-        if index is None:
+        logical = logical_of(user_id)
+        if logical is None:
             raise NotFound(f"no user with id {user_id!r}")
-        with self._db.unit_of_work(shard=index) as conn:
-            result = conn.execute(
-                _t.update().where(_t.c.id == user_id).values(password_hash=password_hash)
-            )
-            if result.rowcount != 1:
-                raise NotFound(f"no user with id {user_id!r}")
+        statement = _t.update().where(_t.c.id == user_id).values(password_hash=password_hash)
+        if self._db.write(logical, lambda conn: conn.execute(statement).rowcount) != 1:
+            raise NotFound(f"no user with id {user_id!r}")
 
     def ping(self) -> None:
         ping_all(self._db)
