@@ -13,6 +13,7 @@ stderr and exits non-zero (2); no command prints a traceback for an error it can
     scalecore check                            ping every backend (and flag puppies)
     scalecore config show                      the effective config, secrets masked
     scalecore db init                          create every table on every shard and store
+    scalecore db reshard [--from F] [--yes]    move logical shards to the config's databases
     scalecore bus replay TOPIC [--group G]     move dead letters back to their queue
     scalecore migrate --from OLD --to NEW      copy every durable store, verified
     scalecore loadtest --target URL ...        seed, load and report (extra scalecore[load])
@@ -38,6 +39,8 @@ from entrypoints.container import (
     create_tables,
     puppy_settings,
     readiness_checks,
+    reshard_statuses,
+    resharders,
     service_topology,
     validate_settings,
 )
@@ -309,6 +312,128 @@ def db_init(config_path: str | None) -> None:
             click.echo(f"created tables for {name}")
     finally:
         close_adapters(container)
+
+
+@db_group.command("reshard")
+@config_option
+@click.option(
+    "--from",
+    "from_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The config the deployment runs with now (only needed before the first reshard).",
+)
+@click.option("--yes", is_flag=True, help="Execute the plan (without: print it only).")
+@click.option("--status", "show_status", is_flag=True, help="Show the last reshard's progress.")
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 256),
+    default=8,
+    show_default=True,
+    help="Logical shards fenced together (smaller: shorter write pauses).",
+)
+@_one_line_errors
+def db_reshard(
+    config_path: str | None, from_path: str | None, yes: bool, show_status: bool, batch: int
+) -> None:
+    """Move logical shards online from the live layout to the databases of --config.
+
+    Prints the plan (logical shards, rows and bytes per pair of databases); --yes runs
+    it while the site keeps writing; running it again after an interruption finishes it.
+    """
+    settings = _settings(config_path)
+    if show_status:
+        for name, status in reshard_statuses(settings):
+            if status is None:
+                click.echo(f"{name}: no reshard has run")
+                continue
+            phases = ", ".join(f"{k} {v}" for k, v in sorted(status["phases"].items()))
+            pause = status["pause_p99_ms"]
+            click.echo(
+                f"{name}: {status['status']}, {status['moves']} logical shards ({phases}), "
+                f"{status['rows']} rows, {_size(status['bytes'])}"
+                + (f", fence pause p99 {pause:.0f} ms" if pause is not None else "")
+            )
+        return
+    previous = _settings(from_path) if from_path else None
+    progress = _Progress()
+    groups = resharders(settings, previous, batch=batch, progress=progress)
+    try:
+        plans = []
+        for name, stores, resharder in groups:
+            plan = resharder.plan()
+            plans.append((name, resharder, plan))
+            moved = len({move.logical for move in plan.moves})
+            state = " (resuming an interrupted reshard)" if plan.resuming else ""
+            click.echo(
+                f"{name} ({', '.join(stores)}): {moved} of 4096 logical shards move "
+                f"({moved / 4096:.1%}){state}"
+            )
+            for source, target, count, rows, size in plan.routes():
+                click.echo(
+                    f"  {source} -> {target}: {count} logical shards, {rows} rows, {_size(size)}"
+                )
+        if not yes:
+            click.echo("nothing changed; run again with --yes to move them")
+            return
+        for name, resharder, plan in plans:
+            if not plan.moves and not plan.bootstrap:
+                continue
+            progress.start(name, len(plan.moves))
+            report = resharder.execute(plan)
+            progress.stop()
+            pauses = sorted(report.pauses_ms)
+            p99 = pauses[min(len(pauses) - 1, int(0.99 * len(pauses)))] if pauses else 0.0
+            click.echo(
+                f"{name}: moved {report.moved} logical shards, {report.rows} rows "
+                f"({_size(report.bytes)}) in {report.seconds:.1f} s, verified; "
+                f"fence pause p99 {p99:.0f} ms"
+            )
+    finally:
+        for _name, _stores, resharder in groups:
+            resharder.dispose()
+
+
+def _size(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+class _Progress:
+    """A bar on a terminal, else a plain line every few seconds."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._name = ""
+        self._last = 0.0
+        self._done = 0
+
+    def start(self, name: str, total: int) -> None:
+        self._name, self._done = name, 0
+        if sys.stdout.isatty() and total:
+            self._bar = click.progressbar(length=total, label=f"{name}: moving")
+            self._bar.__enter__()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is not None:
+            self._bar.update(done - self._done)
+        else:
+            import time
+
+            now = time.monotonic()
+            if now - self._last >= 2 or done == total:
+                click.echo(f"{self._name}: moved {done}/{total} logical shards")
+                self._last = now
+        self._done = done
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
 
 
 @main.group("bus")

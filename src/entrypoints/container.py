@@ -49,6 +49,8 @@ __all__ = [
     "declare_topology",
     "puppy_settings",
     "readiness_checks",
+    "reshard_statuses",
+    "resharders",
     "service_needs",
     "service_topology",
     "validate_settings",
@@ -410,6 +412,66 @@ def create_tables(container: Container) -> list[str]:
         databases.create_schema()
         created.append("photofeed (" + ", ".join(databases.names) + ")")
     return created
+
+
+def _databases(settings: Settings) -> Any:
+    from adapters.photofeed.schema import METADATA
+    from adapters.sql.shards import Databases
+
+    try:
+        return Databases(metadata=METADATA, **settings.data["database"])
+    except ConfigError as exc:
+        raise _rekey(exc, "database") from exc
+
+
+def resharders(
+    settings: Settings,
+    previous: Settings | None,
+    *,
+    batch: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[tuple[str, tuple[str, ...], Any]]:
+    """For ``scalecore db reshard``: one ``Resharder`` per group of databases (layout) of
+    ``settings``' ``[database]``, as ``(layout name, its logical stores, resharder)``.
+
+    ``previous`` is the config the deployment runs with now, needed only while no live
+    layout exists. Raises ``ConfigError`` if the two configs group the logical stores
+    differently (a store moving onto databases of its own is not supported yet).
+    """
+    from adapters.sql.reshard import Resharder
+
+    new = _databases(settings)
+    old = _databases(previous) if previous is not None else None
+    groups = new.groups()
+    if old is not None:
+        before = {name: old.stores_of(name) for name in old.groups()}
+        after = {name: new.stores_of(name) for name in groups}
+        if before != after:
+            raise ConfigError(
+                "the two configs put the logical stores on different groups of databases; "
+                "db reshard moves logical shards within one group (use scalecore migrate "
+                "to give a store databases of its own)",
+                key="database.stores",
+            )
+    result = []
+    for name, database in sorted(groups.items()):
+        previous_db = old.groups()[name] if old is not None else None
+        resharder = Resharder(
+            database=database, previous=previous_db, batch=batch, progress=progress
+        )
+        result.append((name, new.stores_of(name), resharder))
+    return result
+
+
+def reshard_statuses(settings: Settings) -> list[tuple[str, dict[str, Any] | None]]:
+    """For ``scalecore db reshard --status``: the journal of each layout's last reshard."""
+    from adapters.sql.reshard import reshard_status
+
+    databases = _databases(settings)
+    try:
+        return [(name, reshard_status(db)) for name, db in sorted(databases.groups().items())]
+    finally:
+        databases.dispose()
 
 
 def close_adapters(container: Container) -> None:

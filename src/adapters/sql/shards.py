@@ -197,6 +197,11 @@ class ShardedDatabase:
         return len(self)
 
     @property
+    def create_database(self) -> bool:
+        """Whether missing PostgreSQL databases of the primaries are created on first use."""
+        return self._create_database
+
+    @property
     def layout_name(self) -> str:
         """The name of this database's live layout in the control database."""
         return self._name

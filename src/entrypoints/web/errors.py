@@ -12,6 +12,10 @@ The scalecore error tree maps to statuses here and nowhere else::
     UnsupportedOperation    501 unsupported_operation
     BackendUnavailable      503 backend_unavailable
       ReadOnly              503 read_only       (the deployment is read-only for now)
+      ShardMoved            503 backend_unavailable (a logical shard is moving)
+
+Every 503 carries ``Retry-After``: the error's ``retry_after`` in whole seconds (rounded
+up), else 1.
     anything else           500 internal_error (logged; the message says nothing more)
 
 Flask's and Werkzeug's own HTTP errors (unknown route 404, wrong method 405, body over
@@ -24,6 +28,7 @@ An error that carries ``retry_after`` seconds (``ReadOnly``) adds a ``Retry-Afte
 from __future__ import annotations
 
 import logging
+import math
 import re
 
 from flask import Flask, Response, jsonify, render_template, request
@@ -125,9 +130,13 @@ def _scalecore_error(error: ScalecoreError) -> Response:
         _log.warning("backend unavailable on %s %s: %s", request.method, request.path, error)
     message = " ".join(str(error).split()) or code.replace("_", " ")
     response = error_response(status, code, message)
-    retry_after = getattr(error, "retry_after", None)
-    if isinstance(retry_after, int) and not isinstance(retry_after, bool):
-        response.headers["Retry-After"] = str(retry_after)
+    if status == 503:
+        # A retry will likely succeed (read-only for now, a backend restarting, a logical
+        # shard moving).
+        retry_after = getattr(error, "retry_after", None)
+        if isinstance(retry_after, bool) or not isinstance(retry_after, int | float):
+            retry_after = 1
+        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     if status == 401 and request.path.startswith("/api/"):
         response.headers["WWW-Authenticate"] = 'Cookie realm="scalecore", cookie="sc_session"'
     return response

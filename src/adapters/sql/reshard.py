@@ -1,0 +1,598 @@
+"""Online resharding: move logical shards between databases while the site keeps writing.
+
+Backend: sql (SQLAlchemy 2 Core; SQLite files or PostgreSQL databases)
+Install extra: none for SQLite; postgres for PostgreSQL
+Options: Resharder(database=, previous=None, batch=8, progress=None)
+    database   the ShardedDatabase the new config describes (its shards, router, tables,
+               layout name and control database)
+    previous   the ShardedDatabase of the config the deployment runs with now; needed
+               only for the first reshard of a layout, when no live layout exists yet
+    batch      logical shards fenced together (a smaller batch is a shorter pause)
+    progress   called as progress(done, total) after every batch
+
+For each batch of logical shards going from one database to another:
+
+1. copy their rows (every table of the layout) to the new owner, whose state for them is
+   ``absent``, so nothing else writes there;
+2. fence: ``UPDATE`` their state rows on the old owner to ``moved`` in a transaction kept
+   open. The update waits for writers in flight (they hold the rows ``FOR SHARE``) and
+   blocks new ones, stale processes included;
+3. catch up inside the fence (copy what changed since step 1, delete what was deleted),
+   then verify counts and checksums of every table against the old owner; commit the
+   fence (a mismatch rolls it back: nothing switched);
+4. mark the new owner ``owned`` (blocked writers, refused by the old owner with the new
+   owner's identity, retry there), switch the live layout, then delete the rows from the
+   old owner.
+
+The journal (``scalecore_reshards``, ``scalecore_reshard_moves`` in the control database)
+and the state rows make it resumable at any point: every step is idempotent and a rerun
+looks at each logical shard's state on both databases to know where it stands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+
+from adapters.sql.engine import make_engine, translate_errors
+from adapters.sql.layout import (
+    CONTROL,
+    LAYOUT_TTL,
+    MOVED,
+    OWNED,
+    STATE,
+    STATE_METADATA,
+    Layout,
+    connect_url,
+    ensure_state,
+    identity,
+    key_column,
+    load_layout,
+    logical_of_key,
+    moves_table,
+    reshards_table,
+    save_layout,
+    shard_expression,
+    shard_filter,
+)
+from adapters.sql.shards import ShardedDatabase
+from scalecore.errors import BackendUnavailable, ConfigError, Conflict
+from scalecore.ids import ID_LENGTH, LOGICAL_SHARDS
+
+__all__ = ["Move", "Plan", "Report", "Resharder", "reshard_status"]
+
+#: Rows per INSERT or DELETE statement of a copy.
+_CHUNK = 500
+
+
+@attrs.frozen
+class Move:
+    """One logical shard going from database ``source`` to ``target`` (identities)."""
+
+    logical: int
+    source: str
+    target: str
+    rows: int = 0
+    bytes: int = 0
+
+
+@attrs.frozen
+class Plan:
+    """What a reshard will do: ``moves`` from the ``current`` layout to ``target``."""
+
+    name: str
+    current: Layout
+    target: tuple[str, ...]
+    moves: tuple[Move, ...]
+    bootstrap: bool  # no live layout yet: the first one is made from the old config
+    resuming: bool
+
+    def routes(self) -> list[tuple[str, str, int, int, int]]:
+        """(source, target, logical shards, rows, bytes) per pair of databases."""
+        totals: dict[tuple[str, str], list[int]] = {}
+        for move in self.moves:
+            entry = totals.setdefault((move.source, move.target), [0, 0, 0])
+            entry[0] += 1
+            entry[1] += move.rows
+            entry[2] += move.bytes
+        return [(s, t, n, r, b) for (s, t), (n, r, b) in sorted(totals.items())]
+
+
+@attrs.frozen
+class Report:
+    """What a reshard did: moved logical shards, copied rows and bytes, fence pauses."""
+
+    moved: int
+    rows: int
+    bytes: int
+    seconds: float
+    pauses_ms: tuple[float, ...]
+
+
+class Resharder:
+    """Plans and runs the move from a layout's live layout to the one ``database``'s
+    config describes; see the module docstring for the steps and their guarantees."""
+
+    def __init__(
+        self,
+        *,
+        database: ShardedDatabase,
+        previous: ShardedDatabase | None = None,
+        batch: int = 8,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ConfigError("must be an integer of at least 1", key="batch")
+        self._db = database
+        self._previous = previous
+        self._batch = batch
+        self._progress = progress
+        self._name = database.layout_name
+        self._tables = list(database.metadata.sorted_tables)
+        for table in self._tables:
+            column = key_column(table)
+            if not isinstance(column.type, sa.String) or column.type.length != ID_LENGTH:
+                raise ConfigError(
+                    f"table {table.name!r} is not keyed by an id that carries its logical "
+                    "shard; it cannot be resharded"
+                )
+        urls = list(database.configured_urls)
+        if previous is not None:
+            urls += [url for url in previous.configured_urls if url not in urls]
+        self._urls = urls
+        self._targets = tuple(identity(url) for url in database.configured_urls)
+        if len(set(self._targets)) != len(self._targets):
+            raise ConfigError("lists one database twice", key="shards")
+        self._engines: dict[str, sa.Engine] = {}
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _engine(self, name: str) -> sa.Engine:
+        engine = self._engines.get(name)
+        if engine is None:
+            create = name in self._targets and self._db.create_database
+            with translate_errors():
+                engine = make_engine(connect_url(name, self._urls), create_database=create)
+            self._engines[name] = engine
+        return engine
+
+    def _control(self) -> sa.Engine:
+        name = identity(self._db.control_url)
+        engine = self._engines.get(name)
+        if engine is None:
+            with translate_errors():
+                engine = make_engine(self._db.control_url)
+            self._engines[name] = engine
+        return engine
+
+    def dispose(self) -> None:
+        """Close every connection this resharder opened."""
+        for engine in self._engines.values():
+            engine.dispose()
+        self._engines.clear()
+
+    # -- planning ------------------------------------------------------------------------
+
+    def plan(self, *, measure: bool = True) -> Plan:
+        """Compare the live layout with the new config; with ``measure``, count the rows
+        and bytes each move copies. Raises :class:`ConfigError` when there is no live
+        layout and no ``previous`` config, or when an unfinished reshard of this layout
+        is heading for different databases."""
+        with translate_errors(), self._control().begin() as conn:
+            CONTROL.create_all(conn, checkfirst=True)
+            layout = load_layout(conn, self._name)
+            running = conn.execute(
+                sa.select(reshards_table).where(
+                    reshards_table.c.name == self._name, reshards_table.c.status == "running"
+                )
+            ).one_or_none()
+            journal = conn.execute(
+                sa.select(moves_table).where(
+                    moves_table.c.name == self._name, moves_table.c.phase != "cleaned"
+                )
+            ).all()
+        bootstrap = layout is None
+        if layout is None:
+            if self._previous is None:
+                raise ConfigError(
+                    f"there is no live layout of {self._name!r} yet: pass the config the "
+                    "deployment runs with now (--from CURRENT.toml)"
+                )
+            old = [identity(url) for url in self._previous.configured_urls]
+            owners = tuple(self._previous.router.shard_for(n) for n in range(LOGICAL_SHARDS))
+            layout = Layout(0, tuple(old), owners)
+        if running is not None:
+            target = tuple(json.loads(running.target))
+            if target != self._targets:
+                raise ConfigError(
+                    f"an unfinished reshard of {self._name!r} is moving to other databases; "
+                    "finish it first with the config it was started with"
+                )
+            moves = {
+                row.logical_shard: Move(row.logical_shard, row.source, row.target)
+                for row in journal
+            }
+        else:
+            moves = {}
+        for logical in range(LOGICAL_SHARDS):
+            target_name = self._targets[self._db.router.shard_for(logical)]
+            current = layout.owner(logical)
+            if current != target_name and logical not in moves:
+                moves[logical] = Move(logical, current, target_name)
+        ordered = [moves[logical] for logical in sorted(moves)]
+        if measure:
+            ordered = self._measure(ordered)
+        return Plan(
+            self._name, layout, self._targets, tuple(ordered), bootstrap, running is not None
+        )
+
+    def _measure(self, moves: list[Move]) -> list[Move]:
+        sizes: dict[int, list[int]] = {}
+        for source in sorted({move.source for move in moves}):
+            wanted = {move.logical for move in moves if move.source == source}
+            with translate_errors(), self._engine(source).connect() as conn:
+                inspector = sa.inspect(conn)
+                for table in self._tables:
+                    if not inspector.has_table(table.name):
+                        continue
+                    key = shard_expression(key_column(table)).label("k")
+                    size = sum(
+                        (sa.func.coalesce(sa.func.length(sa.cast(c, sa.Text)), 0) for c in table.c),
+                        sa.literal(0),
+                    )
+                    query = sa.select(key, sa.func.count(), sa.func.sum(size)).group_by(key)
+                    for k, count, total in conn.execute(query):
+                        if not k or len(k) != 4:
+                            continue
+                        logical = logical_of_key(k)
+                        if logical in wanted:
+                            entry = sizes.setdefault(logical, [0, 0])
+                            entry[0] += int(count)
+                            entry[1] += int(total or 0)
+        return [
+            attrs.evolve(
+                m, rows=sizes.get(m.logical, [0, 0])[0], bytes=sizes.get(m.logical, [0, 0])[1]
+            )
+            for m in moves
+        ]
+
+    # -- execution -----------------------------------------------------------------------
+
+    def execute(self, plan: Plan) -> Report:
+        """Run ``plan`` (from :meth:`plan`) to the end; safe to run again after a kill."""
+        began = time.perf_counter()
+        databases = list(dict.fromkeys([*plan.current.databases, *plan.target]))
+        self._prepare(plan, databases)
+        moved = rows = size = 0
+        pauses: list[float] = []
+        groups: dict[tuple[str, str], list[Move]] = {}
+        for move in plan.moves:
+            groups.setdefault((move.source, move.target), []).append(move)
+        total = len(plan.moves)
+        for (source, target), moves in groups.items():
+            for start in range(0, len(moves), self._batch):
+                chunk = [m.logical for m in moves[start : start + self._batch]]
+                copied, copied_bytes, pause = self._move(source, target, chunk)
+                moved += len(chunk)
+                rows += copied
+                size += copied_bytes
+                if pause is not None:
+                    pauses.append(pause)
+                if self._progress is not None:
+                    self._progress(moved, total)
+        self._finish(plan)
+        return Report(moved, rows, size, time.perf_counter() - began, tuple(pauses))
+
+    def _prepare(self, plan: Plan, databases: list[str]) -> None:
+        owners_by_db: dict[str, set[int]] = {name: set() for name in databases}
+        for logical in range(LOGICAL_SHARDS):
+            owners_by_db[plan.current.owner(logical)].add(logical)
+        for name in databases:
+            engine = self._engine(name)
+            with translate_errors():
+                if name in plan.target:
+                    self._db.metadata.create_all(engine, checkfirst=True)
+                with engine.begin() as conn:
+                    STATE_METADATA.create_all(conn, checkfirst=True)
+                    # Only the first layout says who owns what; later, rows exist already
+                    # and only new databases get theirs (all absent).
+                    ensure_state(conn, self._name, owners_by_db[name] if plan.bootstrap else ())
+                self._index(engine)
+        with translate_errors(), self._control().begin() as conn:
+            layout = load_layout(conn, self._name) or plan.current
+            layout = layout.with_databases(list(dict.fromkeys([*layout.databases, *databases])))
+            save_layout(conn, self._name, layout)
+            if not plan.resuming:
+                conn.execute(reshards_table.delete().where(reshards_table.c.name == self._name))
+                conn.execute(moves_table.delete().where(moves_table.c.name == self._name))
+                conn.execute(
+                    reshards_table.insert().values(
+                        name=self._name,
+                        status="running",
+                        target=json.dumps(list(plan.target)),
+                        started_at=time.time(),
+                        finished_at=None,
+                    )
+                )
+                now = time.time()
+                rows = [
+                    {
+                        "name": self._name,
+                        "logical_shard": m.logical,
+                        "source": m.source,
+                        "target": m.target,
+                        "phase": "planned",
+                        "rows": m.rows,
+                        "bytes": m.bytes,
+                        "pause_ms": None,
+                        "updated_at": now,
+                    }
+                    for m in plan.moves
+                ]
+                for start in range(0, len(rows), _CHUNK):
+                    conn.execute(moves_table.insert(), rows[start : start + _CHUNK])
+        # Every process must see a layout (and so check the fence) before anything moves:
+        # wait out the cache of "no layout", then for transactions begun before that.
+        time.sleep(LAYOUT_TTL + 0.5)
+        for name in plan.current.databases:
+            self._barrier(self._engine(name))
+
+    def _index(self, engine: sa.Engine) -> None:
+        """An index on each table's logical-shard key, so a logical shard's rows are
+        found without a scan (built without blocking writes on PostgreSQL)."""
+        postgres = engine.dialect.name == "postgresql"
+        options = {"isolation_level": "AUTOCOMMIT"} if postgres else {}
+        with engine.connect().execution_options(**options) as conn:
+            for table in self._tables:
+                column = key_column(table).name
+                conn.exec_driver_sql(
+                    f"CREATE INDEX {'CONCURRENTLY ' if postgres else ''}IF NOT EXISTS "
+                    f"ix_{table.name}_lshard ON {table.name} (substr({column}, 11, 4))"
+                )
+            if not postgres:
+                conn.commit()
+
+    def _barrier(self, engine: sa.Engine) -> None:
+        if engine.dialect.name != "postgresql":
+            return  # SQLite: every write transaction takes the file's lock in turn
+        deadline = time.monotonic() + 60
+        with translate_errors(), engine.connect() as conn:
+            started = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+            conn.commit()
+            while True:
+                older = conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                        "current_database() AND pid <> pg_backend_pid() AND xact_start < :t"
+                    ),
+                    {"t": started},
+                ).scalar_one()
+                conn.commit()
+                if not older:
+                    return
+                if time.monotonic() > deadline:
+                    raise BackendUnavailable(
+                        "transactions begun before the live layout existed are still open "
+                        "after 60 s; run the reshard again when they end"
+                    )
+                time.sleep(0.1)
+
+    def _states(self, conn: sa.Connection, logicals: Sequence[int]) -> dict[int, Any]:
+        rows = conn.execute(
+            sa.select(STATE).where(STATE.c.name == self._name, STATE.c.logical_shard.in_(logicals))
+        ).all()
+        return {row.logical_shard: row for row in rows}
+
+    def _move(self, source: str, target: str, logicals: list[int]) -> tuple[int, int, float | None]:
+        src, dst = self._engine(source), self._engine(target)
+        with translate_errors():
+            with src.begin() as conn:
+                before = self._states(conn, logicals)
+            with dst.begin() as conn:
+                after = self._states(conn, logicals)
+            owned_here = [n for n in logicals if before[n].state == OWNED]
+            frozen = [
+                n for n in logicals if before[n].state == MOVED and before[n].moved_to == target
+            ]
+            done = [n for n in logicals if after[n].state == OWNED]
+            if set(owned_here) & set(done):
+                raise Conflict(
+                    f"logical shards {sorted(set(owned_here) & set(done))} have two owners"
+                )
+            unknown = set(logicals) - set(owned_here) - set(frozen) - set(done)
+            if unknown:
+                raise Conflict(
+                    f"logical shards {sorted(unknown)} are on neither {source} nor {target}"
+                )
+            rows = size = 0
+            pause: float | None = None
+            if owned_here:
+                with src.connect() as conn:  # the bulk copy, writes still going on
+                    self._sync(conn, dst, owned_here)
+                    conn.rollback()
+                with src.connect() as conn:
+                    conn.begin()
+                    if conn.dialect.name == "postgresql":
+                        conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
+                        conn.exec_driver_sql(
+                            "SET LOCAL idle_in_transaction_session_timeout = '10s'"
+                        )
+                    fenced_at = time.perf_counter()
+                    conn.execute(
+                        STATE.update()
+                        .where(
+                            STATE.c.name == self._name,
+                            STATE.c.logical_shard.in_(owned_here),
+                            STATE.c.state == OWNED,
+                        )
+                        .values(state=MOVED, moved_to=target)
+                    )
+                    rows, size, digest = self._sync(conn, dst, owned_here)  # the catch-up
+                    self._verify(dst, owned_here, digest)
+                    conn.commit()
+                self._own(dst, owned_here)
+                pause = (time.perf_counter() - fenced_at) * 1000
+            pending = [n for n in frozen if n not in done]
+            if pending:  # fenced by a run that was killed: the old owner is frozen
+                with src.connect() as conn:
+                    got_rows, got_size, digest = self._sync(conn, dst, pending)
+                    conn.rollback()
+                self._verify(dst, pending, digest)
+                self._own(dst, pending)
+                rows += got_rows
+                size += got_size
+            self._switch(logicals, target, pause)
+            self._clean(src, logicals)
+        return rows, size, pause
+
+    def _own(self, engine: sa.Engine, logicals: list[int]) -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                STATE.update()
+                .where(STATE.c.name == self._name, STATE.c.logical_shard.in_(logicals))
+                .values(state=OWNED, moved_to=None)
+            )
+
+    def _switch(self, logicals: list[int], target: str, pause: float | None) -> None:
+        with self._control().begin() as conn:
+            layout = load_layout(conn, self._name)
+            assert layout is not None
+            save_layout(conn, self._name, layout.with_owners(dict.fromkeys(logicals, target)))
+            conn.execute(
+                moves_table.update()
+                .where(moves_table.c.name == self._name, moves_table.c.logical_shard.in_(logicals))
+                .values(phase="moved", pause_ms=pause, updated_at=time.time())
+            )
+
+    def _clean(self, engine: sa.Engine, logicals: list[int]) -> None:
+        with engine.begin() as conn:
+            states = self._states(conn, logicals)
+            gone = [n for n in logicals if states[n].state == MOVED]
+            if gone:
+                for table in reversed(self._tables):
+                    conn.execute(table.delete().where(shard_filter(key_column(table), gone)))
+        with self._control().begin() as conn:
+            conn.execute(
+                moves_table.update()
+                .where(moves_table.c.name == self._name, moves_table.c.logical_shard.in_(logicals))
+                .values(phase="cleaned", updated_at=time.time())
+            )
+
+    def _sync(
+        self, source: sa.Connection, target: sa.Engine, logicals: list[int]
+    ) -> tuple[int, int, dict[str, tuple[int, str]]]:
+        """Make ``target``'s rows of ``logicals`` equal to ``source``'s (one transaction on
+        the target); return the source's rows, bytes and per-table digest."""
+        rows = size = 0
+        digest: dict[str, tuple[int, str]] = {}
+        with target.begin() as out:
+            for table in self._tables:
+                wanted = shard_filter(key_column(table), logicals)
+                have = _rows(source, table, wanted)
+                there = _rows(out, table, wanted)
+                digest[table.name] = _digest(have)
+                rows += len(have)
+                size += sum(len(repr(row)) for row in have.values())
+                stale = [key for key, row in there.items() if have.get(key) != row]
+                fresh = [row for key, row in have.items() if there.get(key) != row]
+                pk = sa.tuple_(*table.primary_key.columns)
+                for start in range(0, len(stale), _CHUNK):
+                    out.execute(table.delete().where(pk.in_(stale[start : start + _CHUNK])))
+                names = [column.name for column in table.c]
+                for start in range(0, len(fresh), _CHUNK):
+                    out.execute(
+                        table.insert(),
+                        [
+                            dict(zip(names, row, strict=True))
+                            for row in fresh[start : start + _CHUNK]
+                        ],
+                    )
+        return rows, size, digest
+
+    def _verify(
+        self, target: sa.Engine, logicals: list[int], digest: dict[str, tuple[int, str]]
+    ) -> None:
+        with target.connect() as conn:
+            for table in self._tables:
+                there = _digest(_rows(conn, table, shard_filter(key_column(table), logicals)))
+                if there != digest[table.name]:
+                    raise Conflict(
+                        f"verification failed for {table.name} of logical shards "
+                        f"{logicals[0]}..{logicals[-1]}: {there[0]} rows on the new owner, "
+                        f"{digest[table.name][0]} on the old; nothing was switched"
+                    )
+            conn.rollback()
+
+    def _finish(self, plan: Plan) -> None:
+        with translate_errors(), self._control().begin() as conn:
+            layout = load_layout(conn, self._name)
+            assert layout is not None
+            save_layout(conn, self._name, layout.with_databases(list(plan.target)))
+            conn.execute(
+                reshards_table.update()
+                .where(reshards_table.c.name == self._name)
+                .values(status="done", finished_at=time.time())
+            )
+
+
+def _rows(
+    conn: sa.Connection, table: sa.Table, where: Any
+) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    pk = [table.c.keys().index(column.name) for column in table.primary_key.columns]
+    result: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for row in conn.execute(sa.select(table).where(where)):
+        values = tuple(row)
+        result[tuple(values[i] for i in pk)] = values
+    return result
+
+
+def _digest(rows: dict[tuple[Any, ...], tuple[Any, ...]]) -> tuple[int, str]:
+    """Count and an order-independent checksum (BLAKE2b of the sorted rows' JSON)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for key in sorted(rows):
+        digest.update(json.dumps(rows[key], default=str, separators=(",", ":")).encode())
+        digest.update(b"\n")
+    return len(rows), digest.hexdigest()
+
+
+def reshard_status(database: ShardedDatabase) -> dict[str, Any] | None:
+    """The journal of the last reshard of ``database``'s layout, or None if there was none:
+    status, target databases, moves by phase, rows, bytes and fence pauses so far."""
+    with translate_errors():
+        engine = make_engine(database.control_url)
+        try:
+            with engine.connect() as conn:
+                if not sa.inspect(conn).has_table(reshards_table.name):
+                    return None
+                run = conn.execute(
+                    sa.select(reshards_table).where(reshards_table.c.name == database.layout_name)
+                ).one_or_none()
+                if run is None:
+                    return None
+                moves = conn.execute(
+                    sa.select(moves_table).where(moves_table.c.name == database.layout_name)
+                ).all()
+        finally:
+            engine.dispose()
+    phases: dict[str, int] = {}
+    for move in moves:
+        phases[move.phase] = phases.get(move.phase, 0) + 1
+    pauses = sorted(m.pause_ms for m in moves if m.pause_ms is not None)
+    return {
+        "layout": database.layout_name,
+        "status": run.status,
+        "target": json.loads(run.target),
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "moves": len(moves),
+        "phases": phases,
+        "rows": sum(m.rows for m in moves),
+        "bytes": sum(m.bytes for m in moves),
+        "pause_p99_ms": pauses[min(len(pauses) - 1, int(0.99 * len(pauses)))] if pauses else None,
+    }
