@@ -328,7 +328,7 @@ def db_init(config_path: str | None) -> None:
 @click.option(
     "--batch",
     type=click.IntRange(1, 256),
-    default=8,
+    default=16,
     show_default=True,
     help="Logical shards fenced together (smaller: shorter write pauses).",
 )

@@ -428,7 +428,7 @@ def resharders(
     settings: Settings,
     previous: Settings | None,
     *,
-    batch: int = 8,
+    batch: int = 16,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[tuple[str, tuple[str, ...], Any]]:
     """For ``scalecore db reshard``: one ``Resharder`` per group of databases (layout) of

@@ -17,7 +17,7 @@ from adapters.sessions.memory import MemorySessionStore
 from entrypoints.container import create_tables
 from entrypoints.web.metrics import Metrics, MetricSources
 from entrypoints.web.openapi import openapi_document, render
-from scalecore.errors import BackendUnavailable
+from scalecore.errors import BackendUnavailable, ShardMoved
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -94,6 +94,18 @@ def test_a_backend_outage_is_503(web: Web) -> None:
     web.service.profile = down  # type: ignore[method-assign]
     response = web.client().get("/api/users/ada")
     assert response.status_code == 503
+    assert response.json["error"]["code"] == "backend_unavailable"
+    assert response.headers["Retry-After"] == "1"
+
+
+def test_a_write_to_a_moving_logical_shard_is_503_with_retry_after(web: Web) -> None:
+    def moving(*args: object, **kwargs: object) -> None:
+        raise ShardMoved("logical shard 7 is not on this database (moved)", retry_after=2.0)
+
+    web.service.profile = moving  # type: ignore[method-assign]
+    response = web.client().get("/api/users/ada")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "2"
     assert response.json["error"]["code"] == "backend_unavailable"
 
 

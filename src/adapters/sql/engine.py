@@ -62,7 +62,8 @@ def make_engine(url: str, *, create_database: bool = False, **kwargs: Any) -> sa
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     try:
-        engine = sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+        kwargs.setdefault("pool_pre_ping", True)
+        engine = sa.create_engine(parsed, **kwargs)
     except ImportError as exc:
         from scalecore.errors import MissingDriverError
 

@@ -2,7 +2,7 @@
 
 Backend: sql (SQLAlchemy 2 Core; SQLite files or PostgreSQL databases)
 Install extra: none for SQLite; postgres for PostgreSQL
-Options: Resharder(database=, previous=None, batch=8, progress=None)
+Options: Resharder(database=, previous=None, batch=16, progress=None)
     database   the ShardedDatabase the new config describes (its shards, router, tables,
                layout name and control database)
     previous   the ShardedDatabase of the config the deployment runs with now; needed
@@ -31,10 +31,11 @@ looks at each logical shard's state on both databases to know where it stands.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -63,7 +64,7 @@ from adapters.sql.layout import (
 )
 from adapters.sql.shards import ShardedDatabase
 from scalecore.errors import BackendUnavailable, ConfigError, Conflict
-from scalecore.ids import ID_LENGTH, LOGICAL_SHARDS
+from scalecore.ids import ID_LENGTH, LOGICAL_SHARDS, shard_of
 
 __all__ = ["Move", "Plan", "Report", "Resharder", "reshard_status"]
 
@@ -124,7 +125,7 @@ class Resharder:
         *,
         database: ShardedDatabase,
         previous: ShardedDatabase | None = None,
-        batch: int = 8,
+        batch: int = 16,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
@@ -150,6 +151,7 @@ class Resharder:
         if len(set(self._targets)) != len(self._targets):
             raise ConfigError("lists one database twice", key="shards")
         self._engines: dict[str, sa.Engine] = {}
+        self._layout: Layout | None = None
 
     # -- connections ---------------------------------------------------------------------
 
@@ -267,6 +269,30 @@ class Resharder:
     def execute(self, plan: Plan) -> Report:
         """Run ``plan`` (from :meth:`plan`) to the end; safe to run again after a kill."""
         began = time.perf_counter()
+        with self._exclusive():
+            return self._execute(plan, began)
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the layout's reshard lock (a PostgreSQL advisory lock on the control
+        database, released when the connection ends, a kill included)."""
+        engine = self._control()
+        if engine.dialect.name != "postgresql":
+            yield  # SQLite: one box, one operator; run one reshard at a time
+            return
+        key = int.from_bytes(hashlib.blake2b(self._name.encode(), digest_size=7).digest(), "big")
+        with translate_errors(), engine.connect() as conn:
+            got = conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one()
+            conn.commit()
+            if not got:
+                raise Conflict(f"another reshard of {self._name!r} is running")
+            try:
+                yield
+            finally:
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
+                conn.commit()
+
+    def _execute(self, plan: Plan, began: float) -> Report:
         databases = list(dict.fromkeys([*plan.current.databases, *plan.target]))
         self._prepare(plan, databases)
         moved = rows = size = 0
@@ -275,17 +301,19 @@ class Resharder:
         for move in plan.moves:
             groups.setdefault((move.source, move.target), []).append(move)
         total = len(plan.moves)
+        # Rows are copied a chunk of batches at a time (few statements, no fence), then
+        # each batch is fenced, caught up, verified and switched on its own.
+        chunk_size = self._batch * 8
         for (source, target), moves in groups.items():
-            for start in range(0, len(moves), self._batch):
-                chunk = [m.logical for m in moves[start : start + self._batch]]
-                copied, copied_bytes, pause = self._move(source, target, chunk)
-                moved += len(chunk)
-                rows += copied
-                size += copied_bytes
-                if pause is not None:
-                    pauses.append(pause)
-                if self._progress is not None:
-                    self._progress(moved, total)
+            for start in range(0, len(moves), chunk_size):
+                chunk = [m.logical for m in moves[start : start + chunk_size]]
+                for copied, copied_bytes, batch_pauses, count in self._move(source, target, chunk):
+                    moved += count
+                    rows += copied
+                    size += copied_bytes
+                    pauses.extend(batch_pauses)
+                    if self._progress is not None:
+                        self._progress(moved, total)
         self._finish(plan)
         return Report(moved, rows, size, time.perf_counter() - began, tuple(pauses))
 
@@ -308,6 +336,7 @@ class Resharder:
             layout = load_layout(conn, self._name) or plan.current
             layout = layout.with_databases(list(dict.fromkeys([*layout.databases, *databases])))
             save_layout(conn, self._name, layout)
+            self._layout = layout
             if not plan.resuming:
                 conn.execute(reshards_table.delete().where(reshards_table.c.name == self._name))
                 conn.execute(moves_table.delete().where(moves_table.c.name == self._name))
@@ -389,67 +418,95 @@ class Resharder:
         ).all()
         return {row.logical_shard: row for row in rows}
 
-    def _move(self, source: str, target: str, logicals: list[int]) -> tuple[int, int, float | None]:
+    def _move(
+        self, source: str, target: str, logicals: list[int]
+    ) -> Iterator[tuple[int, int, list[float], int]]:
+        """Move ``logicals`` in batches; yield (rows, bytes, pauses in ms, count) per batch."""
         src, dst = self._engine(source), self._engine(target)
         with translate_errors():
-            with src.begin() as conn:
+            with src.connect() as conn:
                 before = self._states(conn, logicals)
-            with dst.begin() as conn:
+                conn.rollback()
+            with dst.connect() as conn:
                 after = self._states(conn, logicals)
+                conn.rollback()
             owned_here = [n for n in logicals if before[n].state == OWNED]
             frozen = [
                 n for n in logicals if before[n].state == MOVED and before[n].moved_to == target
             ]
             done = [n for n in logicals if after[n].state == OWNED]
-            if set(owned_here) & set(done):
-                raise Conflict(
-                    f"logical shards {sorted(set(owned_here) & set(done))} have two owners"
-                )
+            both = set(owned_here) & set(done)
+            if both:
+                raise Conflict(f"logical shards {sorted(both)} have two owners")
             unknown = set(logicals) - set(owned_here) - set(frozen) - set(done)
             if unknown:
                 raise Conflict(
-                    f"logical shards {sorted(unknown)} are on neither {source} nor {target}"
+                    f"logical shards {sorted(unknown)} are owned by neither {source} nor {target}"
                 )
-            rows = size = 0
-            pause: float | None = None
+            copy: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
             if owned_here:
-                with src.connect() as conn:  # the bulk copy, writes still going on
-                    self._sync(conn, dst, owned_here)
+                with src.connect() as conn:  # the bulk copy, while writes go on
+                    copy = self._sync(conn, dst, owned_here, None)[3]
                     conn.rollback()
-                with src.connect() as conn:
-                    conn.begin()
-                    if conn.dialect.name == "postgresql":
-                        conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
-                        conn.exec_driver_sql(
-                            "SET LOCAL idle_in_transaction_session_timeout = '10s'"
-                        )
-                    fenced_at = time.perf_counter()
-                    conn.execute(
-                        STATE.update()
-                        .where(
-                            STATE.c.name == self._name,
-                            STATE.c.logical_shard.in_(owned_here),
-                            STATE.c.state == OWNED,
-                        )
-                        .values(state=MOVED, moved_to=target)
-                    )
-                    rows, size, digest = self._sync(conn, dst, owned_here)  # the catch-up
-                    self._verify(dst, owned_here, digest)
-                    conn.commit()
-                self._own(dst, owned_here)
-                pause = (time.perf_counter() - fenced_at) * 1000
-            pending = [n for n in frozen if n not in done]
-            if pending:  # fenced by a run that was killed: the old owner is frozen
-                with src.connect() as conn:
-                    got_rows, got_size, digest = self._sync(conn, dst, pending)
-                    conn.rollback()
-                self._verify(dst, pending, digest)
-                self._own(dst, pending)
-                rows += got_rows
-                size += got_size
-            self._switch(logicals, target, pause)
+            for start in range(0, len(logicals), self._batch):
+                batch = logicals[start : start + self._batch]
+                fence = [n for n in batch if n in owned_here]
+                pending = [n for n in batch if n in frozen and n not in done]
+                rows = size = 0
+                pauses: list[float] = []
+                if fence:
+                    got_rows, got_size, pause = self._fence(src, dst, target, fence, copy)
+                    rows, size = rows + got_rows, size + got_size
+                    pauses.extend([pause] * len(fence))
+                if pending:  # fenced by a run that was killed: the old owner is frozen
+                    with src.connect() as conn:
+                        got_rows, got_size, digest, _ = self._sync(conn, dst, pending, None)
+                        conn.rollback()
+                    self._verify(dst, pending, digest)
+                    self._own(dst, pending)
+                    rows, size = rows + got_rows, size + got_size
+                self._switch(batch, target, pauses[0] if pauses else None)
+                yield rows, size, pauses, len(batch)
             self._clean(src, logicals)
-        return rows, size, pause
+
+    def _fence(
+        self,
+        src: sa.Engine,
+        dst: sa.Engine,
+        target: str,
+        logicals: list[int],
+        copy: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]],
+    ) -> tuple[int, int, float]:
+        """Fence ``logicals`` on the old owner, catch up, verify, switch ownership; return
+        (rows, bytes, the write pause in ms)."""
+        with src.connect() as conn:
+            conn.begin()
+            if conn.dialect.name == "postgresql":
+                # A fence never outlives a stuck or killed resharder for long.
+                conn.exec_driver_sql(
+                    "SET LOCAL lock_timeout = '5s'; "
+                    "SET LOCAL idle_in_transaction_session_timeout = '10s'"
+                )
+            fenced_at = time.perf_counter()
+            conn.execute(
+                STATE.update()
+                .where(
+                    STATE.c.name == self._name,
+                    STATE.c.logical_shard.in_(logicals),
+                    STATE.c.state == OWNED,
+                )
+                .values(state=MOVED, moved_to=target)
+            )
+            wanted = set(logicals)
+            known = {
+                name: {k: row for k, row in rows.items() if k[0] in wanted}
+                for name, rows in _by_logical(copy, self._tables).items()
+            }
+            rows, size, digest, _ = self._sync(conn, dst, logicals, known)  # the catch-up
+            self._verify(dst, logicals, digest)
+            conn.commit()
+        self._own(dst, logicals)
+        return rows, size, (time.perf_counter() - fenced_at) * 1000
 
     def _own(self, engine: sa.Engine, logicals: list[int]) -> None:
         with engine.begin() as conn:
@@ -460,10 +517,12 @@ class Resharder:
             )
 
     def _switch(self, logicals: list[int], target: str, pause: float | None) -> None:
+        # Only this resharder changes the layout while it runs (it holds the lock).
+        assert self._layout is not None
+        layout = self._layout.with_owners(dict.fromkeys(logicals, target))
         with self._control().begin() as conn:
-            layout = load_layout(conn, self._name)
-            assert layout is not None
-            save_layout(conn, self._name, layout.with_owners(dict.fromkeys(logicals, target)))
+            save_layout(conn, self._name, layout)
+            self._layout = layout
             conn.execute(
                 moves_table.update()
                 .where(moves_table.c.name == self._name, moves_table.c.logical_shard.in_(logicals))
@@ -485,17 +544,29 @@ class Resharder:
             )
 
     def _sync(
-        self, source: sa.Connection, target: sa.Engine, logicals: list[int]
-    ) -> tuple[int, int, dict[str, tuple[int, str]]]:
+        self,
+        source: sa.Connection,
+        target: sa.Engine,
+        logicals: list[int],
+        known: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] | None,
+    ) -> tuple[int, int, dict[str, tuple[int, str]], dict[str, dict[Any, tuple[Any, ...]]]]:
         """Make ``target``'s rows of ``logicals`` equal to ``source``'s (one transaction on
-        the target); return the source's rows, bytes and per-table digest."""
+        the target); return the source's rows, bytes, per-table digest and the rows.
+
+        ``known`` is what the target holds already (keyed by (logical shard, primary
+        key)), when the caller knows it: the target is not read then."""
         rows = size = 0
         digest: dict[str, tuple[int, str]] = {}
+        copied: dict[str, dict[Any, tuple[Any, ...]]] = {}
         with target.begin() as out:
             for table in self._tables:
                 wanted = shard_filter(key_column(table), logicals)
                 have = _rows(source, table, wanted)
-                there = _rows(out, table, wanted)
+                if known is None:
+                    there = _rows(out, table, wanted)
+                else:
+                    there = {key[1]: row for key, row in known.get(table.name, {}).items()}
+                copied[table.name] = have
                 digest[table.name] = _digest(have)
                 rows += len(have)
                 size += sum(len(repr(row)) for row in have.values())
@@ -513,7 +584,7 @@ class Resharder:
                             for row in fresh[start : start + _CHUNK]
                         ],
                     )
-        return rows, size, digest
+        return rows, size, digest, copied
 
     def _verify(
         self, target: sa.Engine, logicals: list[int], digest: dict[str, tuple[int, str]]
@@ -534,11 +605,25 @@ class Resharder:
             layout = load_layout(conn, self._name)
             assert layout is not None
             save_layout(conn, self._name, layout.with_databases(list(plan.target)))
+            self._layout = None
             conn.execute(
                 reshards_table.update()
                 .where(reshards_table.c.name == self._name)
                 .values(status="done", finished_at=time.time())
             )
+
+
+def _by_logical(
+    copy: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]], tables: list[sa.Table]
+) -> dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]:
+    """Key each table's copied rows by (logical shard, primary key)."""
+    result: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
+    for table in tables:
+        index = table.c.keys().index(key_column(table).name)
+        result[table.name] = {
+            (shard_of(row[index]), key): row for key, row in copy.get(table.name, {}).items()
+        }
+    return result
 
 
 def _rows(

@@ -1,0 +1,329 @@
+"""Online resharding of a running distributed site: 3 -> 4 databases (killed mid-way and
+resumed) -> 3, with writers and readers going through gunicorn the whole time.
+
+The web, worker and scheduler processes are started on the 3-database config and never
+restarted: they follow the live layout. Afterwards every write whose request succeeded is
+present exactly once, on the database its id maps to; no read was wrong; the requests that
+failed did so with 503, Retry-After and a JSON body; about 1/(N+1) of the logical shards
+moved each way.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from _reshard_site import ROOT, Client, Site, command, environment, png, run, write_config
+
+from adapters.photofeed.schema import following_table, photos_table, users_table
+from adapters.sql.layout import moves_table
+from scalecore.ids import LOGICAL_SHARDS, logical_shard_for, shard_of
+from scalecore.routing import JumpHashRouter
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+#: Users signed up before the reshard; each actor thread writes for its own half.
+USERS = 120
+#: Bound of the load: no thread runs longer than this (seconds).
+LOAD_LIMIT = 200.0
+
+
+class Load:
+    """Writer and reader threads against the site; every request's outcome is kept."""
+
+    def __init__(self, port: int, users: dict[str, str]) -> None:
+        self.port = port
+        self.users = dict(users)  # username -> id, successful sign-ups
+        self.photos: dict[str, str] = {}  # photo id -> owner username
+        self.seen_photos: dict[str, str] = {}  # photo id -> owner, as readers saw them
+        self.ops: dict[tuple[str, str], list[tuple[str, bool]]] = defaultdict(list)
+        self.attempted_users: set[str] = set()
+        self.failures: list[tuple[str, int, str]] = []
+        self.wrong: list[str] = []
+        self.requests = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def record(self, kind: str, reply: Any) -> bool:
+        with self.lock:
+            self.requests += 1
+            if 200 <= reply.status < 300:
+                return True
+            self.failures.append(
+                (kind, reply.status, reply.headers.get("Retry-After") or "", reply.body[:200])
+            )
+            return False
+
+    def start(self) -> None:
+        names = sorted(self.users)
+        halves = [names[0::2], names[1::2]]
+        targets: list[Callable[[], None]] = [
+            self._signer,
+            lambda: self._actor(halves[0], 1),
+            lambda: self._actor(halves[1], 2),
+            self._reader,
+        ]
+        for target in targets:
+            thread = threading.Thread(target=self._bounded, args=(target,), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def _bounded(self, target: Callable[[], None]) -> None:
+        try:
+            target()
+        except Exception as exc:  # a crash of the load is a test failure, reported below
+            with self.lock:
+                self.wrong.append(f"load thread crashed: {exc!r}")
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(60)
+
+    def _running(self, began: float) -> bool:
+        return not self.stop.is_set() and time.monotonic() - began < LOAD_LIMIT
+
+    def _signer(self) -> None:
+        began, index = time.monotonic(), 0
+        client = Client(self.port)
+        while self._running(began):
+            name = f"late{index}"
+            index += 1
+            with self.lock:
+                self.attempted_users.add(name)
+            reply = client.post_json("/api/users", {"username": name, "password": "correct horse"})
+            if self.record("sign-up", reply):
+                with self.lock:
+                    self.users[name] = reply.json()["id"]
+            time.sleep(0.05)
+
+    def _actor(self, mine: list[str], seed: int) -> None:
+        rng = random.Random(seed)
+        clients: dict[str, Client] = {}
+        everyone = sorted(self.users)
+        began = time.monotonic()
+        while self._running(began):
+            name = rng.choice(mine)
+            client = clients.get(name)
+            if client is None:
+                client = Client(self.port)
+                if not self.record("log-in", client.log_in(name)):
+                    continue
+                clients[name] = client
+            roll = rng.random()
+            if roll < 0.25:
+                reply = client.upload(png(rng.randrange(1 << 16)), caption=f"by {name}")
+                if self.record("upload", reply):
+                    with self.lock:
+                        self.photos[reply.json()["id"]] = name
+            else:
+                other = rng.choice(everyone)
+                if other == name:
+                    continue
+                verb = "follow" if roll < 0.7 else "unfollow"
+                method = "PUT" if verb == "follow" else "DELETE"
+                ok = self.record(verb, client.request(method, f"/api/following/{other}"))
+                with self.lock:
+                    self.ops[(name, other)].append((verb, ok))
+            time.sleep(0.02)
+
+    def _reader(self) -> None:
+        rng = random.Random(3)
+        began = time.monotonic()
+        viewer = Client(self.port)
+        viewer_name = sorted(self.users)[0]
+        viewer.log_in(viewer_name)
+        while self._running(began):
+            with self.lock:
+                name, user_id = rng.choice(sorted(self.users.items()))
+            reply = viewer.request("GET", f"/api/users/{name}")
+            if self.record("profile", reply):
+                body = reply.json()
+                if body["username"] != name or body["id"] != user_id:
+                    self.wrong.append(f"profile of {name} answered {body['username']}")
+                for photo in body["photos"]:
+                    if photo["owner"] != name or shard_of(photo["id"]) != shard_of(user_id):
+                        self.wrong.append(
+                            f"profile of {name} lists {photo['id']} of {photo['owner']}"
+                        )
+                    with self.lock:
+                        self.seen_photos[photo["id"]] = photo["owner"]
+            reply = viewer.request("GET", "/api/feed?limit=20")
+            if self.record("feed", reply):
+                for photo in reply.json()["items"]:
+                    if shard_of(photo["id"]) != logical_shard_for(photo["owner"]):
+                        self.wrong.append(f"feed lists {photo['id']} as {photo['owner']}'s")
+                    with self.lock:
+                        self.seen_photos[photo["id"]] = photo["owner"]
+            time.sleep(0.02)
+
+
+def _moved_count(output: str) -> int:
+    match = re.search(r"(\d+) of 4096 logical shards move", output)
+    assert match, output
+    return int(match.group(1))
+
+
+def _journal(control: sa.Engine) -> Counter[str]:
+    with control.connect() as conn:
+        if not sa.inspect(conn).has_table(moves_table.name):
+            return Counter()
+        return Counter(conn.execute(sa.select(moves_table.c.phase)).scalars())
+
+
+def _progressed(control: sa.Engine) -> int:
+    journal = _journal(control)
+    return sum(journal.values()) - journal["planned"]
+
+
+def test_reshard_3_to_4_killed_and_resumed_then_back_to_3_under_load(
+    tmp_path: Path, scratch_database: Callable[[str], str], unique: str
+) -> None:
+    urls = [scratch_database(f"reshard{i}") for i in range(4)]
+    ledger = scratch_database("reshardledger")
+    three = write_config(tmp_path / "three.toml", urls[:3], ledger=ledger, token=unique)
+    four = write_config(tmp_path / "four.toml", urls, ledger=ledger, token=unique)
+    env = environment(three)
+    done = run("db", "init", env=env)
+    assert done.returncode == 0, done.stderr
+
+    began = time.monotonic()
+
+    def mark(what: str) -> None:
+        print(f"{time.monotonic() - began:6.1f} s  {what}")
+
+    site = Site(three, tmp_path)
+    mark("site up")
+    engines = [
+        sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://")) for url in urls
+    ]
+    try:
+        client = Client(site.port)
+        users: dict[str, str] = {}
+        for index in range(USERS):
+            reply = client.post_json(
+                "/api/users", {"username": f"user{index}", "password": "correct horse"}
+            )
+            assert reply.status == 201, reply.body
+            users[f"user{index}"] = reply.json()["id"]
+        mark("users signed up")
+        load = Load(site.port, users)
+        load.start()
+        time.sleep(2)
+
+        # 3 -> 4: the plan, then the move, killed once a good part is done.
+        plan = run("db", "reshard", "--config", str(four), "--from", str(three), env=env)
+        assert plan.returncode == 0, plan.stderr
+        moved = _moved_count(plan.stdout)
+        assert abs(moved / LOGICAL_SHARDS - 1 / 4) <= 0.1 * (1 / 4), plan.stdout
+        log = tmp_path / "reshard.log"
+        with log.open("wb") as handle:
+            mover = subprocess.Popen(
+                command("db", "reshard", "--config", str(four), "--from", str(three), "--yes"),
+                env=env,
+                cwd=ROOT,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 120
+        while _progressed(engines[0]) < moved // 4:
+            assert mover.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the reshard made no progress"
+            time.sleep(0.05)
+        mark("killing the reshard")
+        mover.send_signal(signal.SIGKILL)
+        mover.wait(10)
+        interrupted = _journal(engines[0])
+        assert 0 < interrupted["planned"] < moved, interrupted
+        status = run("db", "reshard", "--config", str(four), "--status", env=env)
+        assert "running" in status.stdout, status.stdout + status.stderr
+
+        resumed = run("db", "reshard", "--config", str(four), "--yes", env=env)
+        mark("resumed 3 -> 4 done")
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert "resuming" in resumed.stdout, resumed.stdout
+        assert "verified" in resumed.stdout, resumed.stdout
+        assert _journal(engines[0]) == Counter({"cleaned": moved})
+        time.sleep(1)
+
+        # 4 -> 3: the processes still run on the 3-database file.
+        back = run("db", "reshard", "--config", str(three), env=env)
+        moved_back = _moved_count(back.stdout)
+        assert abs(moved_back / LOGICAL_SHARDS - 1 / 4) <= 0.1 * (1 / 4), back.stdout
+        back = run("db", "reshard", "--config", str(three), "--yes", env=env)
+        mark("4 -> 3 done")
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert "verified" in back.stdout, back.stdout
+        time.sleep(1)
+        load.finish()
+        assert site.alive(), site.output()
+    finally:
+        site.stop()
+
+    print(
+        f"\n{load.requests} requests during the reshards; {len(load.failures)} failed: "
+        f"{Counter((kind, status) for kind, status, _, _ in load.failures)}"
+    )
+    assert not load.wrong, load.wrong[:10]
+    for kind, status, retry_after, body in load.failures:
+        assert status == 503, (kind, status, body)
+        assert retry_after, (kind, body)
+        assert b'"error"' in body, (kind, body)
+    assert load.requests > 200
+    mark("checking the databases")
+
+    final = JumpHashRouter(3)
+
+    def rows(table: sa.Table, column: sa.Column[Any]) -> dict[str, list[int]]:
+        found: dict[str, list[int]] = defaultdict(list)
+        for index, engine in enumerate(engines):
+            with engine.connect() as conn:
+                for value in conn.execute(sa.select(column)).scalars():
+                    found[value].append(index)
+        return found
+
+    placed = rows(users_table, users_table.c.username)
+    for name, user_id in load.users.items():
+        assert placed.get(name) == [final.shard_for(shard_of(user_id))], (name, placed.get(name))
+    assert set(placed) <= set(load.users) | load.attempted_users
+    photos = rows(photos_table, photos_table.c.id)
+    for photo_id in load.photos:
+        assert photos.get(photo_id) == [final.shard_for(shard_of(photo_id))], photo_id
+    for photo_id in load.seen_photos:
+        assert len(photos.get(photo_id, [])) == 1, f"a reader saw {photo_id}, now gone"
+    with engines[3].connect() as conn:
+        for table in (users_table, photos_table, following_table):
+            assert conn.scalar(sa.select(sa.func.count()).select_from(table)) == 0
+
+    edges: dict[tuple[str, str], list[int]] = defaultdict(list)
+    live: dict[tuple[str, str], bool] = {}
+    for index, engine in enumerate(engines):
+        with engine.connect() as conn:
+            for row in conn.execute(sa.select(following_table)):
+                key = (row.user_id, row.followee_id)
+                edges[key].append(index)
+                live[key] = row.followed_at is not None and (
+                    row.unfollowed_at is None or row.followed_at >= row.unfollowed_at
+                )
+    checked = 0
+    for (follower, followee), ops in load.ops.items():
+        key = (load.users[follower], load.users[followee])
+        if any(ok for _, ok in ops):
+            assert edges[key] == [final.shard_for(shard_of(key[0]))], (follower, followee)
+        if all(ok for _, ok in ops):
+            assert live[key] == (ops[-1][0] == "follow"), (follower, followee, ops)
+            checked += 1
+    assert checked > 50
+    for engine in engines:
+        engine.dispose()

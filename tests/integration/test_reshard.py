@@ -1,0 +1,192 @@
+"""Resharding the photo feed's databases: the fence against a stale process, resuming an
+interrupted reshard, and how much moves. On SQLite files and on PostgreSQL databases.
+
+The stale process is a second ``Databases`` built from the old config whose cached layout
+is pinned to the version it read before the move: it routes to the old owner, which
+refuses, and the write lands on the new owner.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from adapters.photofeed.schema import METADATA, users_table
+from adapters.photofeed.users.sql import SqlUserRepository
+from adapters.sql.layout import LAYOUT_TTL, identity, shard_keys
+from adapters.sql.reshard import Resharder
+from adapters.sql.shards import Databases, ShardedDatabase
+from scalecore.errors import ConfigError
+from scalecore.ids import LOGICAL_SHARDS, IdGenerator, logical_shard_for, make_id, shard_of
+from scalecore.photofeed.models import Account, User
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite"),
+        pytest.param("postgres", marks=pytest.mark.integration),
+    ]
+)
+def urls(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
+    """Four database URLs of the parametrised backend, private to this test."""
+    if request.param == "sqlite":
+        return [f"sqlite:///{tmp_path}/shard-{i}.db" for i in range(4)]
+    scratch: Callable[[str], str] = request.getfixturevalue("scratch_database")
+    return [scratch(f"rs{i}") for i in range(4)]
+
+
+def databases(shards: list[str]) -> Databases:
+    return Databases(metadata=METADATA, shards=shards, create_databases=True)
+
+
+def sign_up(users: SqlUserRepository, names: list[str]) -> dict[str, str]:
+    ids = IdGenerator()
+    made = {}
+    for name in names:
+        user = User(id=ids.new_for(name), username=name, created_at=time.time())
+        users.add(Account(user=user, password_hash="x"))
+        made[name] = user.id
+    return made
+
+
+def reshard(new: Databases, old: Databases | None = None, **options: object) -> Resharder:
+    previous = old.store("users") if old is not None else None
+    return Resharder(database=new.store("users"), previous=previous, **options)  # type: ignore[arg-type]
+
+
+def where(shards: list[str], username: str) -> list[int]:
+    """The indexes of the databases holding ``username``'s row."""
+    found = []
+    for index, url in enumerate(shards):
+        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+        try:
+            with engine.connect() as conn:
+                if not sa.inspect(conn).has_table(users_table.name):
+                    continue
+                query = sa.select(sa.func.count()).where(users_table.c.username == username)
+                if conn.scalar(query):
+                    found.append(index)
+        finally:
+            engine.dispose()
+    return found
+
+
+def test_shard_keys_select_exactly_the_ids_of_a_logical_shard() -> None:
+    for logical in (0, 1, 2, 1234, LOGICAL_SHARDS - 1):
+        keys = set(shard_keys(logical))
+        assert len(keys) == 16
+        for random in (0, 1, 2**63, 2**64 - 1, 12345678901234):
+            assert make_id(1_700_000_000_000, logical, random)[10:14] in keys
+        neighbours = [n for n in (logical - 1, logical + 1) if 0 <= n < LOGICAL_SHARDS]
+        others = {make_id(0, other, 2**64 - 1)[10:14] for other in neighbours}
+        assert not keys & others
+
+
+def test_identities_never_hold_passwords() -> None:
+    name = identity("postgresql+psycopg://app:hunter2@db2:6432/photos?sslmode=require")
+    assert name == "postgresql://app@db2:6432/photos"
+    assert identity("sqlite:///var/../var/x.db") == f"sqlite:///{Path('var/x.db').resolve()}"
+
+
+def test_a_stale_process_write_is_refused_by_the_old_owner_and_retried_on_the_new_one(
+    urls: list[str],
+) -> None:
+    two, three = databases(urls[:2]), databases(urls[:3])
+    two.create_schema()
+    users = SqlUserRepository(database=two.store("users"))
+    sign_up(users, [f"early{i}" for i in range(40)])
+    first = reshard(three, two, batch=64)
+    first.execute(first.plan())  # 2 -> 3: the live layout now exists
+    first.dispose()
+
+    stale_databases = databases(urls[:2])  # a process on the old file
+    stale = stale_databases.store("users")
+    layout = stale.live_layout()
+    assert layout is not None
+    assert len(layout.databases) == 3
+    back = reshard(two, batch=64)  # 3 -> 2 while the stale process keeps its view
+    plan = back.plan()
+    moving = {move.logical for move in plan.moves}
+    stale._layout_at = float("inf")  # pin the stale view (no refresh before the write)
+    back.execute(plan)
+    back.dispose()
+    assert stale.live_layout() is layout  # still the view from before the move
+
+    name = next(f"late{i}" for i in range(10_000) if logical_shard_for(f"late{i}") in moving)
+    logical = logical_shard_for(name)
+    old_owner = layout.databases.index(layout.owner(logical))
+    assert old_owner == 2
+    stale_users = SqlUserRepository(database=stale)
+    made = sign_up(stale_users, [name])
+    assert where(urls[:3], name) == [two.store("users").shard_for(logical)]
+    assert stale_users.get(made[name]).username == name  # the read follows the move too
+    assert stale_users.get_by_username(name).id == made[name]
+    # Everyone else is still found, and only on their owner.
+    restarted = databases(urls[:2])  # a process started after the move
+    fresh = SqlUserRepository(database=restarted.store("users"))
+    for index in range(40):
+        assert fresh.get_by_username(f"early{index}").username == f"early{index}"
+    restarted.dispose()
+    stale_databases.dispose()
+    two.dispose()
+    three.dispose()
+
+
+def test_an_interrupted_reshard_resumes_and_loses_nothing(urls: list[str]) -> None:
+    three, four = databases(urls[:3]), databases(urls)
+    three.create_schema()
+    users = SqlUserRepository(database=three.store("users"))
+    made = sign_up(users, [f"user{i}" for i in range(60)])
+
+    class Killed(BaseException):
+        pass
+
+    def crash(done: int, total: int) -> None:
+        if done >= total // 3:
+            raise Killed
+
+    first = reshard(four, three, batch=32, progress=crash)
+    plan = first.plan()
+    moved = len(plan.moves)
+    assert abs(moved / LOGICAL_SHARDS - 1 / 4) <= 0.1 / 4  # 1/(N+1) within 10%
+    with pytest.raises(Killed):
+        first.execute(plan)
+    first.dispose()
+    more = sign_up(users, [f"between{i}" for i in range(20)])  # writes go on meanwhile
+
+    again = reshard(four, batch=32)  # no --from needed now: the live layout exists
+    resumed = again.plan()
+    assert resumed.resuming
+    assert {m.logical for m in resumed.moves} <= {m.logical for m in plan.moves}
+    report = again.execute(resumed)
+    again.dispose()
+    assert report.moved == len(resumed.moves)
+
+    old_file = databases(urls[:3])  # a process still on the 3-database file
+    after = SqlUserRepository(database=old_file.store("users"))
+    for name, user_id in {**made, **more}.items():
+        assert where(urls, name) == [four.store("users").router.shard_for(shard_of(user_id))]
+        assert after.get(user_id).username == name
+    old_file.dispose()
+    three.dispose()
+    four.dispose()
+
+
+def test_without_a_live_layout_the_first_reshard_needs_the_current_config(
+    urls: list[str],
+) -> None:
+    with pytest.raises(ConfigError, match="--from"):
+        reshard(databases(urls[:3])).plan()
+
+
+def test_the_fence_check_does_not_run_without_a_live_layout(urls: list[str]) -> None:
+    db: ShardedDatabase = databases(urls[:2]).store("users")
+    db.create_schema()
+    assert db.live_layout() is None
+    assert db.shard_count == 2
+    assert LAYOUT_TTL > 0
+    db.dispose()
