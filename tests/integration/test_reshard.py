@@ -179,8 +179,12 @@ def test_an_interrupted_reshard_resumes_and_loses_nothing(urls: list[str]) -> No
 def test_without_a_live_layout_the_first_reshard_needs_the_current_config(
     urls: list[str],
 ) -> None:
-    with pytest.raises(ConfigError, match="--from"):
-        reshard(databases(urls[:3])).plan()
+    resharder = reshard(databases(urls[:3]))
+    try:
+        with pytest.raises(ConfigError, match="--from"):
+            resharder.plan()
+    finally:
+        resharder.dispose()
 
 
 def test_the_fence_check_does_not_run_without_a_live_layout(urls: list[str]) -> None:
