@@ -23,6 +23,7 @@ BENCHMARKS = (
     "feed_fanout",
     "resharding",
     "migrate",
+    "reshard",
 )
 #: Ratios with an issue-4 target (adapter median / raw client median <= 1.10).
 TARGETED = (

@@ -180,6 +180,7 @@ class ShardedDatabase:
         self._layout_at = -float("inf")
         self._layout_lock = threading.Lock()
         self._overrides: dict[int, str] = {}
+        self._reachable: dict[str, tuple[str, tuple[str, ...]]] = {}
         self._router = router
         self._metadata = metadata
         self._create_database = create_database
@@ -296,11 +297,21 @@ class ShardedDatabase:
         if layout is None:
             config = self._shards[index]
             return config.url, config.replicas
-        name = layout.databases[index]
-        for config in self._shards:
-            if _same_database(config.url, name):
-                return config.url, config.replicas
-        return connect_url(name, self.configured_urls), ()
+        return self._reach(layout.databases[index])
+
+    def _reach(self, name: str) -> tuple[str, tuple[str, ...]]:
+        """The URL (and replicas) to reach the database of identity ``name``: the config's
+        entry for it, else :func:`connect_url`. Cached: identities never change meaning."""
+        found = self._reachable.get(name)
+        if found is None:
+            for config in self._shards:
+                if identity(config.url) == name:
+                    found = (config.url, config.replicas)
+                    break
+            else:
+                found = (connect_url(name, self.configured_urls), ())
+            self._reachable[name] = found
+        return found
 
     def owned_subset(self, connection: sa.Connection, logical_shards: Collection[int]) -> set[int]:
         """Which of ``logical_shards`` the database of ``connection`` (a unit of work)
@@ -431,7 +442,7 @@ class ShardedDatabase:
             context = self.unit_of_work if primary else self.read
             with context(shard=index) as connection:
                 return work(connection, batch)
-        url, replicas = self._url(index)
+        url, replicas = self._reach(layout.databases[index])
         if replicas and not write and not primary:
             turn = next(self._replica_turns[index % len(self._replica_turns)])
             url, is_primary = replicas[turn % len(replicas)], False
@@ -633,9 +644,6 @@ def _logical(key: object) -> int:
         )
     return key
 
-
-def _same_database(url: str, name: str) -> bool:
-    return identity(url) == name
 
 
 _STORE_KEYS = frozenset({"shards", "strategy", "pins", "create_databases"})
