@@ -169,9 +169,7 @@ class Resharder:
         engine = self._engines.get(name)
         if engine is None:
             with translate_errors():
-                engine = make_engine(
-                self._db.control_url, create_database=self._db.create_database
-            )
+                engine = make_engine(self._db.control_url, create_database=self._db.create_database)
             self._engines[name] = engine
         return engine
 

@@ -645,7 +645,6 @@ def _logical(key: object) -> int:
     return key
 
 
-
 _STORE_KEYS = frozenset({"shards", "strategy", "pins", "create_databases"})
 
 
