@@ -13,13 +13,14 @@ Options: Resharder(database=, previous=None, batch=16, progress=None)
 For each batch of logical shards going from one database to another:
 
 1. copy their rows (every table of the layout) to the new owner, whose state for them is
-   ``absent``, so nothing else writes there;
+   ``absent``, so nothing else writes there, and read the copy back: counts and
+   checksums per table must match what was read from the old owner;
 2. fence: ``UPDATE`` their state rows on the old owner to ``moved`` in a transaction kept
    open. The update waits for writers in flight (they hold the rows ``FOR SHARE``) and
    blocks new ones, stale processes included;
-3. catch up inside the fence (copy what changed since step 1, delete what was deleted),
-   then verify counts and checksums of every table against the old owner; commit the
-   fence (a mismatch rolls it back: nothing switched);
+3. catch up inside the fence: apply what changed since step 1 (changed rows replaced,
+   deleted rows deleted) and read those keys back; the new owner then equals the old one
+   (a mismatch rolls the fence back: nothing switched); commit the fence;
 4. mark the new owner ``owned`` (blocked writers, refused by the old owner with the new
    owner's identity, retry there), switch the live layout, then delete the rows from the
    old owner.
@@ -398,7 +399,8 @@ class Resharder:
                 older = conn.execute(
                     sa.text(
                         "SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                        "current_database() AND pid <> pg_backend_pid() AND xact_start < :t"
+                        "current_database() AND pid <> pg_backend_pid() AND xact_start < :t "
+                        "AND backend_type = 'client backend'"
                     ),
                     {"t": started},
                 ).scalar_one()
@@ -446,8 +448,11 @@ class Resharder:
             copy: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
             if owned_here:
                 with src.connect() as conn:  # the bulk copy, while writes go on
-                    copy = self._sync(conn, dst, owned_here, None)[3]
+                    _, _, copied_digest, copy = self._sync(conn, dst, owned_here, None)
                     conn.rollback()
+                # Read the copy back now, outside the fence: the fence then only has to
+                # read back what the catch-up changes (nothing else writes to the target).
+                self._verify(dst, owned_here, copied_digest)
             for start in range(0, len(logicals), self._batch):
                 batch = logicals[start : start + self._batch]
                 fence = [n for n in batch if n in owned_here]
@@ -502,8 +507,8 @@ class Resharder:
                 name: {k: row for k, row in rows.items() if k[0] in wanted}
                 for name, rows in _by_logical(copy, self._tables).items()
             }
-            rows, size, digest, _ = self._sync(conn, dst, logicals, known)  # the catch-up
-            self._verify(dst, logicals, digest)
+            # The catch-up: what changed since the copy is applied and read back.
+            rows, size, _digest, _ = self._sync(conn, dst, logicals, known)
             conn.commit()
         self._own(dst, logicals)
         return rows, size, (time.perf_counter() - fenced_at) * 1000
@@ -558,32 +563,36 @@ class Resharder:
         rows = size = 0
         digest: dict[str, tuple[int, str]] = {}
         copied: dict[str, dict[Any, tuple[Any, ...]]] = {}
-        with target.begin() as out:
+        changes: list[tuple[sa.Table, list[Any], list[tuple[Any, ...]]]] = []
+        out = None if known is not None else target.connect()
+        try:
             for table in self._tables:
                 wanted = shard_filter(key_column(table), logicals)
                 have = _rows(source, table, wanted)
-                if known is None:
+                if out is not None:
                     there = _rows(out, table, wanted)
                 else:
-                    there = {key[1]: row for key, row in known.get(table.name, {}).items()}
+                    there = {key[1]: row for key, row in (known or {}).get(table.name, {}).items()}
                 copied[table.name] = have
                 digest[table.name] = _digest(have)
                 rows += len(have)
                 size += sum(len(repr(row)) for row in have.values())
                 stale = [key for key, row in there.items() if have.get(key) != row]
                 fresh = [row for key, row in have.items() if there.get(key) != row]
-                pk = sa.tuple_(*table.primary_key.columns)
-                for start in range(0, len(stale), _CHUNK):
-                    out.execute(table.delete().where(pk.in_(stale[start : start + _CHUNK])))
-                names = [column.name for column in table.c]
-                for start in range(0, len(fresh), _CHUNK):
-                    out.execute(
-                        table.insert(),
-                        [
-                            dict(zip(names, row, strict=True))
-                            for row in fresh[start : start + _CHUNK]
-                        ],
-                    )
+                if stale or fresh:
+                    changes.append((table, stale, fresh))
+            if out is not None:
+                out.rollback()  # end the read; the writes below take a transaction of their own
+            if changes:
+                with target.begin() as writer:
+                    for table, stale, fresh in changes:
+                        _apply(writer, table, stale, fresh)
+                    if known is not None:
+                        for table, stale, fresh in changes:
+                            _read_back(writer, table, stale, fresh)
+        finally:
+            if out is not None:
+                out.close()
         return rows, size, digest, copied
 
     def _verify(
@@ -611,6 +620,35 @@ class Resharder:
                 .where(reshards_table.c.name == self._name)
                 .values(status="done", finished_at=time.time())
             )
+
+
+def _apply(out: sa.Connection, table: sa.Table, stale: list[Any], fresh: list[Any]) -> None:
+    """Delete the ``stale`` primary keys, insert the ``fresh`` rows."""
+    pk = sa.tuple_(*table.primary_key.columns)
+    for start in range(0, len(stale), _CHUNK):
+        out.execute(table.delete().where(pk.in_(stale[start : start + _CHUNK])))
+    names = [column.name for column in table.c]
+    for start in range(0, len(fresh), _CHUNK):
+        out.execute(
+            table.insert(),
+            [dict(zip(names, row, strict=True)) for row in fresh[start : start + _CHUNK]],
+        )
+
+
+def _read_back(out: sa.Connection, table: sa.Table, stale: list[Any], fresh: list[Any]) -> None:
+    """Raise :class:`Conflict` unless the target now holds exactly the ``fresh`` rows and
+    none of the ``stale`` keys that are not among them."""
+    index = [table.c.keys().index(column.name) for column in table.primary_key.columns]
+    expected = {tuple(row[i] for i in index): tuple(row) for row in fresh}
+    keys = list(dict.fromkeys([*stale, *expected]))
+    pk = sa.tuple_(*table.primary_key.columns)
+    found: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for start in range(0, len(keys), _CHUNK):
+        for row in out.execute(sa.select(table).where(pk.in_(keys[start : start + _CHUNK]))):
+            values = tuple(row)
+            found[tuple(values[i] for i in index)] = values
+    if found != expected:
+        raise Conflict(f"verification failed for {table.name}: the catch-up did not read back")
 
 
 def _by_logical(
