@@ -122,3 +122,18 @@ def test_masking_hides_secrets_and_url_passwords() -> None:
     assert masked["blobs"] == {"url_secret": "***", "root": "var"}
     assert masked["s3"] == {"secret_access_key": "***", "access_key_id": "***"}
     assert masked["database"]["shards"] == ["postgresql://app:***@db/app", "sqlite:///x.db"]
+
+
+def test_database_control_is_a_top_level_url(tmp_path: Path) -> None:
+    shards = '[database]\nshards = ["sqlite:///a.db"]\n'
+    settings = load_settings(
+        write(tmp_path, shards + 'control = "sqlite:///control.db"\n'), environ={}
+    )
+    assert settings.data["database"]["control"] == "sqlite:///control.db"
+    with pytest.raises(ConfigError, match=r"^database\.control: must be a database URL"):
+        load_settings(write(tmp_path, shards + 'control = "redis://x"\n'), environ={})
+    nested = (
+        shards + '[database.stores.feed]\nshards = ["sqlite:///f.db"]\ncontrol = "sqlite:///c.db"\n'
+    )
+    with pytest.raises(ConfigError, match=r"database\.stores\.feed\.control: unknown key"):
+        load_settings(write(tmp_path, nested), environ={})

@@ -187,19 +187,22 @@ class Resharder:
         and bytes each move copies. Raises :class:`ConfigError` when there is no live
         layout and no ``previous`` config, or when an unfinished reshard of this layout
         is heading for different databases."""
-        with translate_errors(), self._control().begin() as conn:
-            CONTROL.create_all(conn, checkfirst=True)
+        with translate_errors(), self._control().connect() as conn:  # reads only
             layout = load_layout(conn, self._name)
-            running = conn.execute(
-                sa.select(reshards_table).where(
-                    reshards_table.c.name == self._name, reshards_table.c.status == "running"
-                )
-            ).one_or_none()
-            journal = conn.execute(
-                sa.select(moves_table).where(
-                    moves_table.c.name == self._name, moves_table.c.phase != "cleaned"
-                )
-            ).all()
+            running = journal = None
+            if sa.inspect(conn).has_table(reshards_table.name):
+                running = conn.execute(
+                    sa.select(reshards_table).where(
+                        reshards_table.c.name == self._name,
+                        reshards_table.c.status == "running",
+                    )
+                ).one_or_none()
+                journal = conn.execute(
+                    sa.select(moves_table).where(
+                        moves_table.c.name == self._name, moves_table.c.phase != "cleaned"
+                    )
+                ).all()
+            conn.rollback()
         bootstrap = layout is None
         if layout is None:
             if self._previous is None:
@@ -219,7 +222,7 @@ class Resharder:
                 )
             moves = {
                 row.logical_shard: Move(row.logical_shard, row.source, row.target)
-                for row in journal
+                for row in journal or ()
             }
         else:
             moves = {}
@@ -334,6 +337,7 @@ class Resharder:
                     ensure_state(conn, self._name, owners_by_db[name] if plan.bootstrap else ())
                 self._index(engine)
         with translate_errors(), self._control().begin() as conn:
+            CONTROL.create_all(conn, checkfirst=True)
             layout = load_layout(conn, self._name) or plan.current
             layout = layout.with_databases(list(dict.fromkeys([*layout.databases, *databases])))
             save_layout(conn, self._name, layout)
