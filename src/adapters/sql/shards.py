@@ -482,8 +482,15 @@ class ShardedDatabase:
             engines = dict(self._engines)
             queries = dict(self._queries)
         stats = []
-        for index, config in enumerate(self._shards):
-            for url, role in [(config.url, "primary")] + [(r, "replica") for r in config.replicas]:
+        # With a live layout (the cached one: nothing is read here) its databases are the
+        # physical shards, including any the config does not list.
+        layout = self._layout
+        if layout is None:
+            shards = [(config.url, config.replicas) for config in self._shards]
+        else:
+            shards = [self._reach(name) for name in layout.databases]
+        for index, (primary, replicas) in enumerate(shards):
+            for url, role in [(primary, "primary")] + [(r, "replica") for r in replicas]:
                 engine = engines.get(url)
                 if engine is None:
                     continue
