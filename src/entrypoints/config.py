@@ -61,6 +61,7 @@ from typing import Any
 import attrs
 
 from scalecore.errors import ConfigError
+from scalecore.photofeed.stores import STORE_NAMES
 
 __all__ = [
     "ENV_PREFIX",
@@ -82,7 +83,7 @@ _NOT_OVERRIDES = frozenset({"SCALECORE_CONFIG"})
 #: Sections that pick an adapter of a port, with the embedded default backend.
 PORT_SECTIONS: Mapping[str, str] = {
     "blobs": "localfs",
-    "sessions": "memory",
+    "sessions": "sql",
     "bus": "inprocess",
     "cache": "memory",
     "ledger": "sql",
@@ -315,7 +316,7 @@ def _validate(data: Mapping[str, Any]) -> None:
     for key, kind in _DEPLOYMENT_KEYS.items():
         if not isinstance(deployment[key], kind):
             raise ConfigError(
-                f"must be a {_type_name(kind)}, got {deployment[key]!r}", key=f"deployment.{key}"
+                f"must be {_type_name(kind)}, got {deployment[key]!r}", key=f"deployment.{key}"
             )
     if not deployment["data_dir"]:
         raise ConfigError("must not be empty", key="deployment.data_dir")
@@ -332,7 +333,7 @@ def _validate_web(web: Mapping[str, Any]) -> None:
         value = web[key]
         kind = type(default)
         if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
-            raise ConfigError(f"must be a {_type_name(kind)}, got {value!r}", key=f"web.{key}")
+            raise ConfigError(f"must be {_type_name(kind)}, got {value!r}", key=f"web.{key}")
     for key in ("workers", "threads"):
         if web[key] < 1:
             raise ConfigError(f"must be at least 1, got {web[key]!r}", key=f"web.{key}")
@@ -440,6 +441,13 @@ def _validate_database(section: Mapping[str, Any], where: str) -> None:
         raise ConfigError("must be a table of logical stores", key=f"{where}.stores")
     if where == "database":
         for name, store in stores.items():
+            if name not in STORE_NAMES:
+                close = difflib.get_close_matches(str(name), STORE_NAMES, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(
+                    f"unknown logical store; known: {', '.join(STORE_NAMES)}{hint}",
+                    key=f"{where}.stores.{name}",
+                )
             if not isinstance(store, dict):
                 raise ConfigError("must be a table", key=f"{where}.stores.{name}")
             _validate_database(store, f"{where}.stores.{name}")
@@ -479,9 +487,10 @@ def _check_keys(section: Mapping[str, Any], known: Any, where: str) -> None:
 
 
 def _type_name(kind: type | tuple[type, ...]) -> str:
-    names = {bool: "boolean", str: "string", int: "integer", float: "number"}
+    """The type(s) with their article: "a boolean", "an integer", "a string or a number"."""
+    names = {bool: "a boolean", str: "a string", int: "an integer", float: "a number"}
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
+    return " or ".join(names.get(k, f"a {k.__name__}") for k in kinds)
 
 
 _SECRET_KEY = re.compile(r"(secret|password|passwd|token|credential|access_key)", re.IGNORECASE)

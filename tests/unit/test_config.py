@@ -20,7 +20,7 @@ def test_no_file_means_embedded_defaults() -> None:
     settings = load_settings(None, environ={})
     assert settings.source == "embedded defaults"
     assert settings.port("blobs") == ("localfs", {"root": "var/blobs"})
-    assert settings.port("sessions") == ("memory", {})
+    assert settings.port("sessions") == ("sql", {"url": "sqlite:///var/sessions.db"})
     assert settings.port("bus") == ("inprocess", {})
     assert settings.port("cache") == ("memory", {})
     assert settings.port("ledger") == ("sql", {"url": "sqlite:///var/ledger.db"})
@@ -92,6 +92,14 @@ def test_a_backend_default_does_not_leak_into_another_backend(tmp_path: Path) ->
             {},
             "database.stores.feed.shards[0].replica: unknown key",
         ),
+        (
+            "[database.stores.outbox]\nshards = ['sqlite:///o.db']\n",
+            {},
+            "database.stores.outbox: unknown logical store; known: users, photos, follows, feed",
+        ),
+        ("[database.stores.user]\nshards = ['sqlite:///u.db']\n", {}, "did you mean 'users'?"),
+        ("[web]\nworkers = 'many'\n", {}, "web.workers: must be an integer, got 'many'"),
+        ("[web]\nbind = 3\n", {}, "web.bind: must be a string, got 3"),
         ("", {"SCALECORE_CACHE": "x"}, "must look like SCALECORE_<SECTION>__<KEY>"),
         ("", {"SCALECORE_CAHCE__BACKEND": "x"}, "unknown section [cahce] in environment variable"),
         ("[cache\n", {}, "is not valid TOML"),
@@ -137,3 +145,10 @@ def test_database_control_is_a_top_level_url(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"database\.stores\.feed\.control: unknown key"):
         load_settings(write(tmp_path, nested), environ={})
+
+
+def test_the_logical_store_names_are_the_schemas() -> None:
+    from adapters.photofeed.schema import METADATA
+    from scalecore.photofeed.stores import STORE_NAMES
+
+    assert set(METADATA) == set(STORE_NAMES)

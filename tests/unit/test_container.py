@@ -13,7 +13,7 @@ from adapters.bus.inprocess import InProcessBus
 from adapters.cache.memory import MemoryCache
 from adapters.ledger.memory import MemoryJobLedger
 from adapters.ledger.sql import SqlJobLedger
-from adapters.sessions.memory import MemorySessionStore
+from adapters.sessions.sql import SqlSessionStore
 from entrypoints import registry
 from entrypoints.config import load_settings
 from entrypoints.container import create_container, puppy_settings, validate_settings
@@ -30,7 +30,7 @@ def settings_for(tmp_path: Path, text: str = "", env: dict[str, str] | None = No
 def test_embedded_defaults_build_in_process_adapters(tmp_path: Path) -> None:
     container = create_container(settings_for(tmp_path))
     assert isinstance(container.blobs(), LocalFsBlobStore)
-    assert isinstance(container.sessions(), MemorySessionStore)
+    assert isinstance(container.sessions(), SqlSessionStore)
     assert isinstance(container.bus(), InProcessBus)
     assert isinstance(container.cache(), MemoryCache)
     assert isinstance(container.ledger(), SqlJobLedger)
@@ -101,7 +101,7 @@ def test_multi_node_refuses_every_puppy_setting_by_name(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, "", env={"SCALECORE_DEPLOYMENT__MULTI_NODE": "true"})
     problems = puppy_settings(settings)
     assert any(p.startswith("blobs.backend = 'localfs'") for p in problems)
-    assert any(p.startswith("sessions.backend = 'memory'") for p in problems)
+    assert any(p.startswith("sessions.url is a SQLite file") for p in problems)
     assert any(p.startswith("bus.backend = 'inprocess'") for p in problems)
     assert any(p.startswith("cache.backend = 'memory'") for p in problems)
     assert any(p.startswith("ledger.url is a SQLite file") for p in problems)

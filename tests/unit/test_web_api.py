@@ -81,6 +81,19 @@ def test_bad_json_bodies_are_4xx_json(
         assert error_of(response) == code
 
 
+def test_invalid_json_and_a_non_object_get_different_messages(web: Web) -> None:
+    client = web.client()
+    for data, message in (
+        (b'{"username": "ada", "pass', "the body is not valid JSON"),
+        (b"", "the body is not valid JSON"),
+        (b"[1, 2]", "the body must be a JSON object"),
+        (b"null", "the body must be a JSON object"),
+    ):
+        response = client.post("/api/users", data=data, content_type="application/json")
+        assert response.status_code == 400
+        assert response.json["error"] == {"code": "invalid_json", "message": message}, data
+
+
 def test_login_sets_a_session_and_wrong_credentials_are_401(web: Web) -> None:
     client = web.client()
     client.post("/api/users", json={"username": "ada", "password": "password123"})

@@ -52,6 +52,21 @@ def test_flask_errors_are_json_for_programs(
         assert response.headers["Allow"]
 
 
+def test_routing_errors_win_over_csrf_for_a_logged_in_client(web: Web) -> None:
+    client, _ = web.user("ada")  # a live session, and no CSRF token sent below
+    for method, path, status in (
+        ("PATCH", "/api/me", 405),
+        ("POST", "/api/me", 405),
+        ("POST", "/api/nothing", 404),
+        ("DELETE", "/nothing/at/all", 404),
+    ):
+        response = client.open(path, method=method, headers={"Accept": "application/json"})
+        assert response.status_code == status, (method, path, response.json)
+    still_guarded = client.delete("/api/session")
+    assert still_guarded.status_code == 403
+    assert still_guarded.json["error"]["code"] == "csrf_failed"
+
+
 def test_a_body_over_the_limit_is_413_json_before_it_is_read(web: Web) -> None:
     client, token = web.user("ada")
     response = client.post(

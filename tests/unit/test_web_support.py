@@ -23,6 +23,9 @@ from entrypoints.web import create_app
 from scalecore.clock import ManualClock
 
 BASE_CONFIG = """
+[sessions]
+backend = "memory"
+
 [bus]
 mode = "sync"
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.datastructures import FileStorage
+from werkzeug.exceptions import BadRequest
 
 from entrypoints.web.errors import ApiError
 from entrypoints.web.openapi import openapi_document
@@ -40,9 +41,9 @@ def _json_body(*fields: str) -> dict[str, str]:
     if (request.content_length or 0) > MAX_JSON_BYTES:
         raise ApiError(413, "payload_too_large", f"a JSON body is at most {MAX_JSON_BYTES} bytes")
     try:
-        body = request.get_json(silent=True)
-    except RecursionError:  # nesting deeper than the parser's stack: not a valid request
-        body = None
+        body = request.get_json()
+    except (BadRequest, RecursionError):  # unparsable, not UTF-8, or nested too deep
+        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
     values: dict[str, str] = {}

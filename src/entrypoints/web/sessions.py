@@ -188,7 +188,8 @@ def _load_session() -> None:
 
 
 def _check_csrf() -> None:
-    if request.method in _SAFE_METHODS:
+    if request.method in _SAFE_METHODS or request.routing_exception is not None:
+        # An unknown route (404) or method (405) changes nothing: let routing answer it.
         return
     session = _current_session()
     if session is not None:
