@@ -588,16 +588,20 @@ class PhotoFeed:
     def feed(
         self, user_id: str, *, limit: int | None = None, before: str | None = None
     ) -> FeedPage:
-        """Return a page of the newest photos of the accounts ``user_id`` follows.
+        """Return a page of the newest photos of the accounts ``user_id`` follows and of
+        the user's own.
 
         ``limit`` is 1..``feed_max_limit`` (default ``feed_default_limit``); ``before`` is
         a previous page's ``next_cursor``. Raises ``InvalidInput`` for a bad limit or
         cursor, ``NotFound`` for an unknown user. Fanned-out entries are filtered by the
         follows the user has now and by the photos that still exist; the recent photos of
-        followed accounts above ``fanout_threshold`` are merged in from a cached list.
+        followed accounts above ``fanout_threshold``, and the user's own, are merged in at
+        read time from the owner's cached list of recent photos (on the owner's shard, so
+        this holds however users are sharded, and never needs a fan-out to oneself).
 
         The first page at the default limit is served from the cache (``feed_cache_ttl``):
-        fan-out into this feed, follows and unfollows invalidate it, so a warm read makes
+        fan-out into this feed, follows, unfollows and the user's own uploads and deletes
+        invalidate it, so a warm read makes
         no database query and only a popular account's new photo can be late, by at most
         the TTL.
         """
@@ -622,14 +626,16 @@ class PhotoFeed:
     def _read_feed(self, user_id: str, limit: int, position: FeedPosition | None) -> FeedPage:
         user = self.get_user(user_id)
         following = set(self.follows.following(user.id))
-        if not following:
-            return FeedPage(items=(), next_cursor=None)
         need = limit + 1
-        fanned, scan_end, exhausted = self._scan_feed(user.id, following, position, need)
+        if following:
+            fanned, scan_end, exhausted = self._scan_feed(user.id, following, position, need)
+        else:
+            fanned, scan_end, exhausted = [], None, True
         merged = {photo.id: photo for photo in fanned}
-        for owner_id in self._popular_ids():
-            if owner_id not in following:
-                continue
+        read_time_owners = [user.id]
+        if following:
+            read_time_owners += [owner for owner in self._popular_ids() if owner in following]
+        for owner_id in read_time_owners:
             for photo in self._recent_photos(owner_id, position, need):
                 # Below scan_end the fanned-out entries are unknown: merging those would
                 # let a later page repeat or skip photos.

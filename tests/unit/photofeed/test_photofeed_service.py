@@ -603,10 +603,36 @@ def test_feed_pages_newest_first_without_repeats_or_gaps(world: World) -> None:
     assert last.next_cursor is None
 
 
-def test_feed_of_a_user_who_follows_nobody_is_empty(world: World) -> None:
-    alice = world.sign_up("alice")
-    world.upload(alice)
+def test_feed_of_a_user_who_follows_nobody_and_uploaded_nothing_is_empty(world: World) -> None:
+    alice, bob = world.sign_up("alice"), world.sign_up("bob")
+    world.upload(bob)
     assert world.service.feed(alice.id) == type(world.service.feed(alice.id))((), None)
+
+
+def test_own_photos_are_in_ones_own_feed_without_following_anyone(world: World) -> None:
+    alice = world.sign_up("alice")
+    first, second = world.upload(alice), world.upload(alice)
+    page = world.service.feed(alice.id)
+    assert page.items == (second, first)
+    assert page.next_cursor is None
+    assert world.feed.page(alice.id, limit=10) == []  # merged at read, never fanned out
+
+
+@pytest.mark.parametrize("threshold", [1000, 0])
+def test_own_photos_interleave_with_followed_ones_and_leave_when_deleted(
+    make_world: MakeWorld, threshold: int
+) -> None:
+    world = make_world(fanout_threshold=threshold)
+    alice, bob = world.sign_up("alice"), world.sign_up("bob")
+    world.service.follow(bob.id, "alice")
+    uploaded = [world.upload(bob if i % 2 else alice) for i in range(9)]
+    assert collect_feed(world, bob.id, 2) == list(reversed(uploaded))
+    mine = [photo for photo in uploaded if photo.owner_id == bob.id]
+    world.service.delete_photo(bob.id, mine[0].id)
+    expected = [photo for photo in reversed(uploaded) if photo.id != mine[0].id]
+    assert collect_feed(world, bob.id, 3) == expected
+    # Alice does not follow Bob: only her own photos.
+    assert collect_feed(world, alice.id, 4) == [p for p in expected if p.owner_id == alice.id]
 
 
 @pytest.mark.parametrize("limit", [0, 51, -1, "5", True, 2.0])

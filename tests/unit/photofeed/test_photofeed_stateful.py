@@ -103,7 +103,7 @@ class FeedMachine(RuleBasedStateMachine):
                 (
                     (created, photo_id)
                     for photo_id, (owner, created) in self.photos.items()
-                    if (name, owner) in self.follows
+                    if (name, owner) in self.follows or owner == name
                 ),
                 reverse=True,
             )
