@@ -228,6 +228,56 @@ def test_concurrent_sign_ups_of_one_name_have_one_winner(repos: Repos) -> None:
     assert sorted(outcomes) == ["lost"] * 5 + ["won"]
 
 
+def test_search_lists_usernames_by_prefix_in_order_and_pages(repos: Repos) -> None:
+    stem = f"s{uuid.uuid4().hex[:10]}"
+    names = [f"{stem}_b", f"{stem}a", f"{stem}_a", f"{stem}9", f"{stem}_ab", f"{stem}x_y"]
+    for name in names:
+        repos.users.add(Account(new_user(name), "h"))
+    everyone = repos.users.search(stem, limit=10)
+    assert [u.username for u in everyone] == sorted(names)
+    assert repos.users.get(everyone[0].id) == everyone[0]
+    # "_" is a character, not a wildcard: "<stem>_" does not match "<stem>a" or "<stem>9".
+    assert [u.username for u in repos.users.search(f"{stem}_", limit=10)] == sorted(
+        n for n in names if n.startswith(f"{stem}_")
+    )
+    pages: list[str] = []
+    after = None
+    while True:
+        page = repos.users.search(stem, limit=2, after=after)
+        pages += [u.username for u in page]
+        if len(page) < 2:
+            break
+        after = page[-1].username
+    assert pages == sorted(names)
+    assert repos.users.search(f"{stem}zz", limit=5) == []
+    assert repos.users.search(stem, limit=0) == []
+
+
+def test_recent_lists_users_newest_first_and_pages(repos: Repos) -> None:
+    start = 3e9 + uuid.uuid4().int % 10**6 * 100
+    users = []
+    for i in range(5):
+        name = f"r{uuid.uuid4().hex[:12]}"
+        # Two users join at the same instant: the id breaks the tie.
+        user = User(IDS.new_for(name), name, start + min(i, 3))
+        repos.users.add(Account(user, "h"))
+        users.append(user)
+    expected = sorted(users, key=lambda u: (u.created_at, u.id), reverse=True)
+    top = FeedPosition(start + 50, "~")
+    assert repos.users.recent(limit=5, before=top) == expected
+    got: list[User] = []
+    before = top
+    while len(got) < 5:
+        page = repos.users.recent(limit=2, before=before)
+        assert page
+        got += page
+        before = FeedPosition(page[-1].created_at, page[-1].id)
+    assert got[:5] == expected
+    newest = repos.users.recent(limit=1)
+    assert len(newest) == 1
+    assert (newest[0].created_at, newest[0].id) >= (expected[0].created_at, expected[0].id)
+
+
 # -- photos ----------------------------------------------------------------------------
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import encode_multipart
 from test_web_support import Web, png_bytes
 
 
@@ -39,6 +41,12 @@ class Forms(HTMLParser):
             self._action = None
 
 
+def Forms_of(html: str) -> Forms:
+    page = Forms()
+    page.feed(html)
+    return page
+
+
 def parse(client: FlaskClient, path: str) -> Forms:
     response = client.get(path)
     assert response.status_code == 200, (path, response.status_code)
@@ -51,8 +59,15 @@ def parse(client: FlaskClient, path: str) -> Forms:
 def submit(client: FlaskClient, page_path: str, action: str, **fields: object):  # type: ignore[no-untyped-def]
     """Fill the form ``action`` found on ``page_path`` (keeping its hidden fields), post it."""
     form = parse(client, page_path).forms[action]
-    data = {**form, **fields}
-    return client.post(action, data=data, content_type="multipart/form-data")
+    # Encoded here, in memory: the test client spools a large body to a file it never closes.
+    values = {
+        name: FileStorage(value[0], filename=value[1]) if isinstance(value, tuple) else value
+        for name, value in {**form, **fields}.items()
+    }
+    boundary, body = encode_multipart(values)
+    return client.post(
+        action, data=body, content_type=f"multipart/form-data; boundary={boundary}"
+    )
 
 
 @pytest.fixture
@@ -99,7 +114,10 @@ def test_the_whole_journey_in_html(web: Web) -> None:
     thumbnail = feed.images[0]
     assert thumbnail.startswith("/media/")
     assert "thumb" in thumbnail
-    original = next(link for link in feed.links if link.startswith("/media/"))
+    # The thumbnail opens the photo's page, which shows the original.
+    assert photo_page in feed.links
+    assert not any(link.startswith("/media/") for link in feed.links)
+    original = next(src for src in parse(ada, photo_page).images if "original" in src)
     assert ada.get(thumbnail).status_code == 200
     assert ada.get(original).status_code == 200
     assert "Delete this photo" not in ada.get(photo_page).get_data(as_text=True)
@@ -107,11 +125,20 @@ def test_the_whole_journey_in_html(web: Web) -> None:
     # Unfollow empties the feed; Bob deletes; Ada logs out.
     submit(ada, "/users/bob", "/users/bob/unfollow")
     assert parse(ada, "/").images == []
-    deleted = submit(bob, photo_page, f"{photo_page}/delete")
+    # Deleting asks first: the photo page links to a confirmation page with the form.
+    assert f"{photo_page}/delete" not in parse(bob, photo_page).forms
+    assert f"{photo_page}/delete" in parse(bob, photo_page).links
+    assert "for good" in bob.get(f"{photo_page}/delete").get_data(as_text=True)
+    assert ada.get(f"{photo_page}/delete").status_code == 403
+    deleted = submit(bob, f"{photo_page}/delete", f"{photo_page}/delete")
     assert deleted.status_code == 303
+    assert deleted.headers["Location"] == "/users/bob"
+    assert "Photo deleted." in bob.get("/users/bob").get_data(as_text=True)
     assert bob.get(photo_page).status_code == 404
     logged_out = submit(ada, "/", "/logout")
     assert logged_out.status_code == 303
+    assert logged_out.headers["Location"] == "/login?logged_out=1"
+    assert "You are logged out." in ada.get("/login?logged_out=1").get_data(as_text=True)
     assert ada.get("/").headers["Location"].startswith("/login")
 
 
@@ -154,12 +181,24 @@ def test_upload_errors_are_shown_on_the_form(web: Web) -> None:
     missing = submit(client, "/upload", "/upload")
     assert missing.status_code == 400
     noisy = io.BytesIO(png_bytes(2, 2) + b"\0" * 200_001)  # over max_upload_bytes
-    too_large = submit(client, "/upload", "/upload", photo=(noisy, "big.png"))
+    too_large = submit(client, "/upload", "/upload", photo=(noisy, "big.png"), caption="mine")
     assert too_large.status_code == 413
-    assert "larger than" in too_large.get_data(as_text=True)
-    huge = submit(client, "/upload", "/upload", photo=(io.BytesIO(b"\0" * 400_000), "x.png"))
-    assert huge.status_code == 413  # refused from its Content-Length: an error page
+    assert "too large: at most 195.3 KiB" in too_large.get_data(as_text=True)
+    # Far over the limit (past the multipart allowance): still the form, with the caption.
+    big = io.BytesIO(b"\0" * 2_000_000)
+    huge = submit(client, "/upload", "/upload", photo=(big, "x.png"), caption="sunset")
+    assert huge.status_code == 413
     assert huge.content_type.startswith("text/html")
+    text = huge.get_data(as_text=True)
+    assert "The photo is too large: at most 195.3 KiB" in text
+    assert Forms_of(text).forms["/upload"]["caption"] == "sunset"
+    # Any failed upload keeps the caption.
+    for failed in (not_image, missing):
+        assert failed.status_code in (400, 415)
+    again = submit(client, "/upload", "/upload", photo=(io.BytesIO(b"x"), "a.png"), caption="kept")
+    assert again.status_code == 415
+    assert Forms_of(again.get_data(as_text=True)).forms["/upload"]["caption"] == "kept"
+    assert "at most 195.3 KiB" in client.get("/upload").get_data(as_text=True)
 
 
 def test_following_yourself_or_nobody(web: Web) -> None:
@@ -196,3 +235,66 @@ def test_feed_pages_link_to_older_photos(web: Web) -> None:
     second = parse(ada, older)
     assert len(second.images) == 1
     assert set(second.images).isdisjoint(first.images)
+
+
+def test_own_photos_show_in_ones_own_feed(web: Web) -> None:
+    ada = sign_up(web, "ada")
+    assert "Find people" in ada.get("/").get_data(as_text=True)
+    for caption in ("one", "two"):
+        form = parse(ada, "/upload").forms["/upload"]
+        ada.post("/upload", data={**form, "caption": caption, "photo": (io.BytesIO(png_bytes()), "p.png")})
+    feed = ada.get("/").get_data(as_text=True)
+    assert "Nothing here yet" not in feed
+    assert feed.index(">two<") < feed.index(">one<")
+    assert " UTC</time>" in feed
+
+
+def test_follower_counts_are_singular_and_plural(web: Web) -> None:
+    ada = sign_up(web, "ada")
+    bob = sign_up(web, "bob")
+    assert re.search(r'id="followers">0</span> followers', ada.get("/users/bob").get_data(as_text=True))
+    ada.post("/users/bob/follow", data=parse(ada, "/users/bob").forms["/users/bob/follow"])
+    assert re.search(r'id="followers">1</span> follower ', bob.get("/users/bob").get_data(as_text=True))
+
+
+def test_people_page_searches_by_prefix_and_lists_newcomers(web: Web) -> None:
+    for name in ("anna", "andy", "bert", "ann_x"):
+        sign_up(web, name)
+    visitor = web.client()  # anonymous visitors may look too
+    newest = parse(visitor, "/people")
+    assert [link for link in newest.links if link.startswith("/users/")] == [
+        "/users/ann_x", "/users/bert", "/users/andy", "/users/anna",
+    ]  # fmt: skip
+    found = parse(visitor, "/people?q=AN")
+    assert [link for link in found.links if link.startswith("/users/")] == [
+        "/users/andy", "/users/ann_x", "/users/anna",
+    ]  # fmt: skip
+    assert "/people" in parse(sign_up(web, "carl"), "/").links  # in the navigation
+    bad = visitor.get("/people?q=no+spaces")
+    assert bad.status_code == 400
+    assert "start of a username" in bad.get_data(as_text=True)
+
+
+def test_people_page_pages(web: Web) -> None:
+    for i in range(23):
+        sign_up(web, f"user{i:02d}")
+    visitor = web.client()
+    first = parse(visitor, "/people?q=user")
+    assert len([link for link in first.links if link.startswith("/users/")]) == 20
+    more = next(link for link in first.links if "after=" in link)
+    assert more == "/people?q=user&after=user19"
+    second = parse(visitor, more)
+    assert [link for link in second.links if link.startswith("/users/")] == [
+        "/users/user20", "/users/user21", "/users/user22",
+    ]  # fmt: skip
+
+
+def test_error_pages_keep_the_navigation_of_the_user(web: Web) -> None:
+    ada = sign_up(web, "ada")
+    missing = ada.get("/users/nobody_here", headers={"Accept": "text/html"})
+    assert missing.status_code == 404
+    page = Forms_of(missing.get_data(as_text=True))
+    assert "/users/ada" in page.links
+    assert "/logout" in page.forms
+    anonymous = web.client().get("/nothing", headers={"Accept": "text/html"})
+    assert "/login" in Forms_of(anonymous.get_data(as_text=True)).links

@@ -80,6 +80,8 @@ users_table = sa.Table(
     sa.Column("username", sa.String(32), nullable=False, unique=True),
     sa.Column("password_hash", sa.String(512), nullable=False),
     sa.Column("created_at", sa.Double, nullable=False),
+    # "Recently joined" lists read each shard's newest rows.
+    sa.Index("ix_photofeed_users_joined", "created_at", "id"),
 )
 
 photos_table = sa.Table(

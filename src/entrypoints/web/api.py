@@ -15,7 +15,14 @@ from werkzeug.exceptions import BadRequest
 
 from entrypoints.web.errors import ApiError
 from entrypoints.web.openapi import openapi_document
-from entrypoints.web.presenters import feed_json, me_json, photo_json, profile_json, user_json
+from entrypoints.web.presenters import (
+    feed_json,
+    me_json,
+    people_json,
+    photo_json,
+    profile_json,
+    user_json,
+)
 from entrypoints.web.sessions import log_in, log_out, require_user_id
 from entrypoints.web.state import state
 from scalecore.errors import InvalidInput
@@ -83,6 +90,14 @@ def sign_up() -> tuple[Response, int]:
     response = jsonify(user_json(user))
     response.headers["Location"] = f"/api/users/{user.username}"
     return response, 201
+
+
+@api.get("/users")
+def people() -> Response:
+    page = state().service.find_people(
+        request.args.get("q"), limit=_limit(), after=request.args.get("after")
+    )
+    return jsonify(people_json(page))
 
 
 @api.post("/session")

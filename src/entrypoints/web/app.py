@@ -17,11 +17,12 @@ from flask import Flask, Response, g, request
 
 from entrypoints.tracing import install_web_tracing
 from entrypoints.web.api import api
+from entrypoints.web.drain import DRAIN_SECONDS, DrainRequestBody, drain_limit
 from entrypoints.web.errors import install_error_handlers
 from entrypoints.web.health import health
 from entrypoints.web.media import media
 from entrypoints.web.metrics import Metrics, MetricSources, install_metrics, multiprocess_dir
-from entrypoints.web.pages import pages
+from entrypoints.web.pages import allow_large_upload_pages, pages
 from entrypoints.web.presenters import iso_time, media_url
 from entrypoints.web.readonly import install_read_only
 from entrypoints.web.requestlog import install_request_log
@@ -61,6 +62,7 @@ def create_app(container: ServiceContainer, *, metrics: Mapping[str, Any] | None
     ``ConfigError`` for a configuration the service cannot run on.
     """
     app = _base_app(container, **(metrics or {}))
+    app.before_request(allow_large_upload_pages)
     install_read_only(app, bool(container.settings().read_only))
     install_sessions(app)
     app.register_blueprint(api)
@@ -68,6 +70,10 @@ def create_app(container: ServiceContainer, *, metrics: Mapping[str, Any] | None
     app.register_blueprint(pages)
     app.after_request(_security_headers)
     app.jinja_env.globals.update(media_url=media_url, iso_time=iso_time)
+    max_upload = int(container.photofeed_settings().max_upload_bytes)
+    app.wsgi_app = DrainRequestBody(  # type: ignore[method-assign]
+        app.wsgi_app, max_bytes=drain_limit(max_upload), max_seconds=DRAIN_SECONDS
+    )
     return app
 
 

@@ -149,7 +149,13 @@ def _api_error(error: ApiError) -> Response:
 def _http_error(error: HTTPException) -> Response | HTTPException:
     if error.code is None or error.code < 400:
         return error  # redirects and the like are not errors
-    response = error_response(error.code, _code_for_http(error), error.description or "")
+    message = error.description or ""
+    if error.code == 413:
+        from entrypoints.web.state import state
+        from scalecore.photofeed.service import too_large_message
+
+        message = too_large_message(state().max_upload_bytes)
+    response = error_response(error.code, _code_for_http(error), message)
     if error.code == 405 and error.valid_methods:
         response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
     return response

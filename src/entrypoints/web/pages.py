@@ -10,32 +10,55 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from flask import Blueprint, Response, redirect, render_template, request
+from flask import Blueprint, Response, g, redirect, render_template, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from entrypoints.web.api import read_upload
+from entrypoints.web.drain import drain_limit
 from entrypoints.web.errors import status_for
 from entrypoints.web.sessions import current_user_id, flash, log_in, log_out, pop_flashes
 from entrypoints.web.state import state
 from scalecore.errors import NotFound, ScalecoreError
+from scalecore.photofeed.service import size_text, too_large_message
 
-__all__ = ["pages"]
+__all__ = ["allow_large_upload_pages", "pages"]
 
 pages = Blueprint("pages", __name__)
 
 
+def _me() -> Any:
+    """The logged-in user (for the navigation bar), once per request; ``None`` if none."""
+    if "sc_me" not in g:
+        user_id = current_user_id()
+        me = None
+        if user_id is not None:
+            try:
+                me = state().service.get_user(user_id)
+            except ScalecoreError:  # unknown, or its store is down: render as logged out
+                me = None
+        g.sc_me = me
+    return g.sc_me
+
+
+@pages.app_context_processor
+def _navigation() -> dict[str, Any]:
+    # Every HTML page, error pages included, shows the navigation of the user logged in.
+    return {"me": _me(), "size_text": size_text}
+
+
+def allow_large_upload_pages() -> None:
+    """Let the upload page read a body over the upload limit (up to the drain limit) so it
+    can answer with the form and the caption typed. Runs before the CSRF check, which
+    parses the form; the service still refuses the photo by its size."""
+    if request.method == "POST" and request.path == "/upload":
+        request.max_content_length = drain_limit(state().max_upload_bytes)
+
+
 def _page(template: str, status: int = 200, **context: Any) -> Response:
-    user_id = current_user_id()
-    me = None
-    if user_id is not None:
-        try:
-            me = state().service.get_user(user_id)
-        except NotFound:
-            me = None
     errors = context.pop("errors", [])
     response = Response(
         render_template(
             template,
-            me=me,
             flashes=pop_flashes() + [{"category": "error", "message": e} for e in errors],
             **context,
         ),
@@ -69,6 +92,12 @@ def _safe_next(target: str | None) -> str:
 
 def _message(error: ScalecoreError) -> str:
     return " ".join(str(error).split())
+
+
+def _sentence(message: str) -> str:
+    """``message`` as a sentence for a page: capitalised, with a full stop."""
+    text = message[:1].upper() + message[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 @pages.get("/")
@@ -110,7 +139,8 @@ def signup() -> Response:
 def login() -> Response:
     target = _safe_next(request.values.get("next"))
     if request.method == "GET":
-        return _page("login.html", next=target)
+        notice = "You are logged out." if request.args.get("logged_out") == "1" else None
+        return _page("login.html", next=target, notice=notice)
     username = request.form.get("username", "")
     try:
         user = state().service.authenticate(username, request.form.get("password", ""))
@@ -126,7 +156,8 @@ def login() -> Response:
 @pages.post("/logout")
 def logout() -> Response:
     log_out()
-    return redirect("/login", code=303)
+    # The session is gone, so no flash can carry the notice: the URL does.
+    return redirect("/login?logged_out=1", code=303)
 
 
 @pages.route("/upload", methods=["GET", "POST"])
@@ -134,10 +165,20 @@ def upload() -> Response:
     user_id = current_user_id()
     if user_id is None:
         return _login_redirect()
+    limit = state().max_upload_bytes
     if request.method == "GET":
-        return _page("upload.html")
+        return _page("upload.html", limit=limit)
     try:
         photo_file, caption, size = read_upload()
+    except RequestEntityTooLarge:
+        return _page("upload.html", 413, limit=limit, errors=[_sentence(too_large_message(limit))])
+    except ScalecoreError as exc:
+        status, _ = status_for(exc)
+        if status >= 500:
+            raise
+        caption = request.form.get("caption", "")
+        return _page("upload.html", status, limit=limit, caption=caption, errors=[_message(exc)])
+    try:
         photo = state().service.upload_photo(
             user_id, photo_file.stream, caption=caption, content_length=size
         )
@@ -145,7 +186,8 @@ def upload() -> Response:
         status, _ = status_for(exc)
         if status >= 500:
             raise
-        return _page("upload.html", status, errors=[_message(exc)])
+        message = _message(exc)
+        return _page("upload.html", status, limit=limit, caption=caption, errors=[_sentence(message)])
     flash("Photo uploaded: your followers will see it in their feeds shortly.")
     return redirect(f"/photos/{quote(photo.id)}", code=303)
 
@@ -198,11 +240,31 @@ def photo(photo_id: str) -> Response:
     return _page("photo.html", photo=state().service.get_photo(photo_id))
 
 
-@pages.post("/photos/<photo_id>/delete")
+@pages.route("/photos/<photo_id>/delete", methods=["GET", "POST"])
 def delete_photo(photo_id: str) -> Response:
     user_id = current_user_id()
     if user_id is None:
         return _login_redirect()
-    state().service.delete_photo(user_id, photo_id)
+    service = state().service
+    if request.method == "GET":  # ask first: deleting is for good
+        photo = service.get_photo(photo_id)
+        if photo.owner_id != user_id:
+            return _page("photo.html", 403, photo=photo, errors=["Only its owner may delete a photo."])
+        return _page("delete.html", photo=photo)
+    service.delete_photo(user_id, photo_id)
     flash("Photo deleted.")
-    return redirect("/", code=303)
+    return redirect(f"/users/{quote(service.get_user(user_id).username)}", code=303)
+
+
+@pages.get("/people")
+def people() -> Response:
+    query = request.args.get("q", "")
+    after = request.args.get("after")
+    try:
+        page = state().service.find_people(query, after=after)
+    except ScalecoreError as exc:
+        status, _ = status_for(exc)
+        if status >= 500:
+            raise
+        return _page("people.html", status, q=query, users=(), next_cursor=None, errors=[_message(exc)])
+    return _page("people.html", q=query.strip().lower(), users=page.items, next_cursor=page.next_cursor)

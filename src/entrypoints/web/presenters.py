@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 if TYPE_CHECKING:
-    from scalecore.photofeed.models import FeedPage, Photo, Profile, User
+    from scalecore.photofeed.models import FeedPage, Photo, Profile, User, UserPage
 
 __all__ = [
     "feed_json",
     "iso_time",
     "me_json",
     "media_url",
+    "people_json",
     "photo_json",
     "profile_json",
     "user_json",
@@ -56,6 +57,10 @@ def me_json(profile: Profile) -> dict[str, Any]:
 
 def profile_json(profile: Profile) -> dict[str, Any]:
     return {**me_json(profile), "photos": [photo_json(p) for p in profile.photos]}
+
+
+def people_json(page: UserPage) -> dict[str, Any]:
+    return {"items": [user_json(u) for u in page.items], "next": page.next_cursor}
 
 
 def feed_json(page: FeedPage) -> dict[str, Any]:

@@ -159,6 +159,15 @@ class FeedPage:
 
 
 @attrs.frozen
+class UserPage:
+    """One page of a list of accounts; pass ``next_cursor`` back for the next page
+    (``None`` on the last)."""
+
+    items: tuple[User, ...]
+    next_cursor: str | None
+
+
+@attrs.frozen
 class Profile:
     """A user with follower/following counts and their newest photos."""
 

@@ -63,7 +63,8 @@ class _Repository(abc.ABC):  # noqa: B024 - the ports below add the abstract met
 
 
 class UserRepository(_Repository):
-    """Accounts, found by id or by username (usernames are unique and never change)."""
+    """Accounts, found by id or by username (usernames are unique and never change), and
+    listed by username prefix or by when they joined (to discover people)."""
 
     @abc.abstractmethod
     def add(self, account: Account) -> None:
@@ -85,6 +86,22 @@ class UserRepository(_Repository):
     @abc.abstractmethod
     def set_password_hash(self, user_id: str, password_hash: str) -> None:
         """Replace the stored hash (a rehash with newer parameters); ``NotFound`` if none."""
+
+    @abc.abstractmethod
+    def search(self, prefix: str, *, limit: int, after: str | None = None) -> list[User]:
+        """Return up to ``limit`` users whose username starts with ``prefix`` (``""``: any),
+        in code-point order of username, only those strictly after ``after`` when given.
+
+        ``_`` in ``prefix`` is a plain character, never a wildcard. On SQL this asks
+        every shard (scatter-gather), each for at most ``limit`` rows.
+        """
+
+    @abc.abstractmethod
+    def recent(self, *, limit: int, before: FeedPosition | None = None) -> list[User]:
+        """Return up to ``limit`` users, most recently joined first, ordered by
+        ``(created_at, id)`` descending, only those strictly below ``before`` (a position
+        of ``(created_at, user id)``) when given. On SQL a scatter-gather, like
+        :meth:`search`."""
 
 
 class PhotoRepository(_Repository):

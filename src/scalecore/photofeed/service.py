@@ -67,10 +67,13 @@ from scalecore.photofeed.models import (
     User,
     feed_page_from_json,
     feed_page_to_json,
+    UserPage,
     photo_from_json,
     photo_to_json,
     profile_from_json,
     profile_to_json,
+    user_from_json,
+    user_to_json,
 )
 from scalecore.photofeed.outbox import OutboxRelay
 from scalecore.photofeed.ports import (
@@ -89,7 +92,14 @@ from scalecore.ports.cache import Cache
 from scalecore.stampede import CachedLoader
 from scalecore.types import JSONValue
 
-__all__ = ["MAX_PASSWORD_LENGTH", "MIN_PASSWORD_LENGTH", "USERNAME_PATTERN", "PhotoFeed"]
+__all__ = [
+    "MAX_PASSWORD_LENGTH",
+    "MIN_PASSWORD_LENGTH",
+    "USERNAME_PATTERN",
+    "PhotoFeed",
+    "size_text",
+    "too_large_message",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +135,9 @@ _PROFILE_KEY = "photofeed:profile:"
 _RECENT_KEY = "photofeed:recent:"
 _POPULAR_KEY = "photofeed:popular"
 _FEED_KEY = "photofeed:feed:"
+_PEOPLE_KEY = "photofeed:people:"
+#: A username prefix to search by: what a username may start with.
+_PREFIX_PATTERN = re.compile(r"[a-z0-9_]{0,32}")
 #: The smallest step between two stamps of one process (well above float resolution
 #: at current epoch times, which is about 2.4e-7 s).
 _STAMP_STEP = 1e-6
@@ -190,6 +203,9 @@ class PhotoFeed:
         )
         #: First feed pages (default limit), invalidated per follower on every change.
         self.feed_pages = CachedLoader(cache, clock=self.clock, ttl=self.settings.feed_cache_ttl)
+        self.people_lists = CachedLoader(
+            cache, clock=self.clock, ttl=self.settings.people_cache_ttl
+        )
         # Enough of a popular account's newest photos to fill the largest page and more.
         self._recent_count = (
             max(self.settings.feed_max_limit, self.settings.recent_photos_for_backfill) + 1
@@ -233,6 +249,8 @@ class PhotoFeed:
             self.users.add(Account(user=user, password_hash=password_hash))
         except Conflict:
             raise Conflict(f"the username {username!r} is taken") from None
+        # The first page of "recently joined" is the one people look at: show them at once.
+        self.people_lists.invalidate(f"{_PEOPLE_KEY}recent::{self.settings.people_default_limit}")
         return user
 
     def authenticate(self, username: str, password: str) -> User:
@@ -276,6 +294,66 @@ class PhotoFeed:
         if not isinstance(username, str) or not USERNAME_PATTERN.fullmatch(username):
             raise NotFound(f"no user {username!r}")
         return self.users.get_by_username(username)
+
+    # -- finding people ----------------------------------------------------------------
+
+    def find_people(
+        self, prefix: str | None = None, *, limit: int | None = None, after: str | None = None
+    ) -> UserPage:
+        """Return a page of accounts: those whose username starts with ``prefix`` in
+        username order, or, without a prefix, the most recently joined first.
+
+        ``prefix`` is trimmed and lower-cased, then must be up to 32 characters of a-z,
+        0-9 and "_" (empty: no prefix). ``limit`` is 1..``people_max_limit`` (default
+        ``people_default_limit``); ``after`` is a previous page's ``next_cursor``. Pages
+        are cached for ``people_cache_ttl`` (on a shared cache, for every server), so a
+        new account may take that long to show. Raises ``InvalidInput`` for a bad
+        prefix, limit or cursor.
+        """
+        if limit is None:
+            limit = self.settings.people_default_limit
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= self.settings.people_max_limit
+        ):
+            raise InvalidInput(
+                f"limit must be an integer from 1 to {self.settings.people_max_limit}"
+            )
+        if prefix is not None and not isinstance(prefix, str):
+            raise InvalidInput("search by the start of a username")
+        wanted = (prefix or "").strip().lower()
+        if not _PREFIX_PATTERN.fullmatch(wanted):
+            raise InvalidInput("search by the start of a username: up to 32 of a-z, 0-9 and _")
+        if after is not None and not isinstance(after, str):
+            raise InvalidInput("the cursor is malformed")
+        if wanted:
+            if after is not None and not USERNAME_PATTERN.fullmatch(after):
+                raise InvalidInput("the cursor is malformed")
+            key = f"{_PEOPLE_KEY}name:{wanted}:{after or ''}:{limit}"
+            value = self.people_lists.get_or_compute(
+                key,
+                lambda: [
+                    user_to_json(user)
+                    for user in self.users.search(wanted, limit=limit + 1, after=after)
+                ],
+            )
+            users = [user_from_json(item) for item in cast(list[JSONValue], value)]
+            page = tuple(users[:limit])
+            more = len(users) > limit
+            return UserPage(items=page, next_cursor=page[-1].username if more else None)
+        position = FeedPosition.decode(after) if after is not None else None
+        key = f"{_PEOPLE_KEY}recent:{after or ''}:{limit}"
+        value = self.people_lists.get_or_compute(
+            key,
+            lambda: [
+                user_to_json(user) for user in self.users.recent(limit=limit + 1, before=position)
+            ],
+        )
+        users = [user_from_json(item) for item in cast(list[JSONValue], value)]
+        page = tuple(users[:limit])
+        cursor = FeedPosition(page[-1].created_at, page[-1].id).encode() if page else None
+        return UserPage(items=page, next_cursor=cursor if len(users) > limit else None)
 
     # -- follows -----------------------------------------------------------------------
 
@@ -378,7 +456,7 @@ class PhotoFeed:
             if content_length < 0:
                 raise InvalidInput("content_length must not be negative")
             if content_length > limit:
-                raise TooLarge(f"the upload is larger than {limit} bytes")
+                raise TooLarge(too_large_message(limit))
         owner = self.get_user(owner_id)
         with self._spool(stream) as (spool, size):
             if size == 0:
@@ -469,7 +547,7 @@ class PhotoFeed:
                     raise InvalidInput("the upload must be a binary stream")
                 size += len(chunk)
                 if size > limit:
-                    raise TooLarge(f"the upload is larger than {limit} bytes")
+                    raise TooLarge(too_large_message(limit))
                 try:
                     if handle is None and size > self.settings.upload_memory_bytes:
                         handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below
@@ -802,6 +880,19 @@ class PhotoFeed:
             # Two threads may both make one; either is as good, and the race is harmless.
             dummy = self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
         return dummy
+
+
+def size_text(size: int) -> str:
+    """A byte count as people read it: ``10 MiB``, ``300 KiB``, ``1.5 MiB``, ``512 bytes``."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} bytes"
+
+
+def too_large_message(limit: int) -> str:
+    """What an upload over ``limit`` bytes is told."""
+    return f"the photo is too large: at most {size_text(limit)} ({limit} bytes)"
 
 
 def _check_caption(caption: object) -> str:

@@ -73,6 +73,10 @@ class PhotoFeedSettings:
     Profiles: ``profile_cache_ttl`` (hard TTL, 60), ``profile_soft_ttl`` (served fresh this
     long, then stale while one caller refreshes; 30), ``profile_photo_count`` (30).
 
+    Finding people: ``people_cache_ttl`` (how long a page of a username search or of the
+    recently joined accounts is cached; 30), ``people_default_limit`` (20) and
+    ``people_max_limit`` (50), the page sizes.
+
     Background work: ``outbox_lease`` (how long a relay's claim on outbox rows lasts before
     another relay may publish them; 60), ``outbox_batch`` (rows per claim; 100),
     ``outbox_retention`` (sent rows are kept this long; 1 day), ``follow_repair_grace``
@@ -99,6 +103,9 @@ class PhotoFeedSettings:
     profile_cache_ttl: float = attrs.field(default=60.0, validator=_seconds)
     profile_soft_ttl: float = attrs.field(default=30.0, validator=_seconds)
     profile_photo_count: int = attrs.field(default=30, validator=_positive_int)
+    people_cache_ttl: float = attrs.field(default=30.0, validator=_seconds)
+    people_default_limit: int = attrs.field(default=20, validator=_positive_int)
+    people_max_limit: int = attrs.field(default=50, validator=_positive_int)
     outbox_lease: float = attrs.field(default=60.0, validator=_seconds)
     outbox_batch: int = attrs.field(default=100, validator=_positive_int)
     outbox_retention: float = attrs.field(default=86400.0, validator=_seconds)
@@ -111,6 +118,11 @@ class PhotoFeedSettings:
             raise ConfigError(
                 f"must not exceed feed_max_limit ({self.feed_max_limit})",
                 key="feed_default_limit",
+            )
+        if self.people_default_limit > self.people_max_limit:
+            raise ConfigError(
+                f"must not exceed people_max_limit ({self.people_max_limit})",
+                key="people_default_limit",
             )
         if self.profile_soft_ttl > self.profile_cache_ttl:
             raise ConfigError(

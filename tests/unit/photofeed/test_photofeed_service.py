@@ -800,3 +800,70 @@ def test_a_warm_first_feed_page_reads_no_repository_and_changes_invalidate_it(
     reads.clear()
     world.service.feed(bob.id, limit=2)
     assert reads
+
+
+# -- finding people ----------------------------------------------------------------------
+
+
+def test_find_people_by_prefix_pages_in_name_order(world: World) -> None:
+    for name in ("bob", "bea", "b_x", "alice", "bobby", "carl"):
+        world.sign_up(name)
+    assert [u.username for u in world.service.find_people("b").items] == [
+        "b_x", "bea", "bob", "bobby",
+    ]  # fmt: skip
+    assert [u.username for u in world.service.find_people("  BO ").items] == ["bob", "bobby"]
+    first = world.service.find_people("b", limit=3)
+    assert [u.username for u in first.items] == ["b_x", "bea", "bob"]
+    assert first.next_cursor == "bob"
+    second = world.service.find_people("b", limit=3, after=first.next_cursor)
+    assert [u.username for u in second.items] == ["bobby"]
+    assert second.next_cursor is None
+    assert world.service.find_people("zz").items == ()
+
+
+def test_find_people_without_a_prefix_lists_the_newest_first(world: World) -> None:
+    names = [f"user{i}" for i in range(7)]
+    for name in names:
+        world.clock.advance(1)
+        world.sign_up(name)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = world.service.find_people(limit=3, after=cursor)
+        seen += [u.username for u in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == list(reversed(names))
+
+
+def test_find_people_pages_are_cached_and_a_sign_up_shows_at_once(world: World) -> None:
+    world.sign_up("ann")
+    assert [u.username for u in world.service.find_people("a").items] == ["ann"]
+    world.clock.advance(1)
+    world.sign_up("abe")
+    # The search page is cached (people_cache_ttl) ...
+    assert [u.username for u in world.service.find_people("a").items] == ["ann"]
+    # ... the first page of the newest accounts is refreshed by the sign-up.
+    assert [u.username for u in world.service.find_people().items] == ["abe", "ann"]
+    world.clock.advance(world.service.settings.people_cache_ttl + 1)
+    assert [u.username for u in world.service.find_people("a").items] == ["abe", "ann"]
+
+
+@pytest.mark.parametrize(
+    ("prefix", "limit", "after"),
+    [
+        ("a b", None, None),
+        ("é", None, None),
+        ("x" * 33, None, None),
+        ("a", 0, None),
+        ("a", 51, None),
+        ("a", True, None),
+        ("a", None, "Not A Name"),
+        (None, None, "not-a-cursor"),
+        (None, None, ""),
+    ],
+)
+def test_find_people_refuses_bad_input(world: World, prefix: Any, limit: Any, after: Any) -> None:
+    with pytest.raises(InvalidInput):
+        world.service.find_people(prefix, limit=limit, after=after)

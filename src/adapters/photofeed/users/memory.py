@@ -18,7 +18,7 @@ import attrs
 from scalecore.capabilities import Capability
 from scalecore.errors import Conflict, InvalidInput, NotFound
 from scalecore.ids import logical_shard_for, shard_of
-from scalecore.photofeed.models import Account, User
+from scalecore.photofeed.models import Account, FeedPosition, User
 from scalecore.photofeed.ports import UserRepository
 
 __all__ = ["MemoryUserRepository"]
@@ -62,6 +62,23 @@ class MemoryUserRepository(UserRepository):
         if account is None:
             raise NotFound(f"no user {username!r}")
         return account
+
+    def search(self, prefix: str, *, limit: int, after: str | None = None) -> list[User]:
+        with self._lock:
+            names = sorted(
+                name
+                for name in self._ids_by_name
+                if name.startswith(prefix) and (after is None or name > after)
+            )[:limit]
+            return [self._accounts[self._ids_by_name[name]].user for name in names]
+
+    def recent(self, *, limit: int, before: FeedPosition | None = None) -> list[User]:
+        with self._lock:
+            users = [account.user for account in self._accounts.values()]
+        bound = None if before is None else (before.created_at, before.photo_id)
+        chosen = [u for u in users if bound is None or (u.created_at, u.id) < bound]
+        chosen.sort(key=lambda user: (user.created_at, user.id), reverse=True)
+        return chosen[:limit]
 
     def set_password_hash(self, user_id: str, password_hash: str) -> None:
         with self._lock:

@@ -6,7 +6,8 @@ Options: database (the ShardedDatabase of the "users" logical store, its MetaDat
     from ``adapters.photofeed.schema.METADATA["users"]``; required)
 Differs from the port: nothing. A user's id carries the logical shard of its username, so
     lookups by id and by name both go to one shard, and the unique username index of that
-    shard makes a name unique everywhere. Lookups by id and name may read a replica (and
+    shard makes a name unique everywhere. Listing by prefix or by joining time asks every
+    shard at once for at most a page each and merges (ShardedDatabase.scatter_gather). Lookups by id and name may read a replica (and
     lag); login reads the primary, so a new account can log in at once.
 """
 
@@ -21,7 +22,7 @@ from adapters.sql.shards import ShardedDatabase
 from scalecore.capabilities import Capability
 from scalecore.errors import InvalidInput, NotFound
 from scalecore.ids import logical_shard_for, shard_of
-from scalecore.photofeed.models import Account, User
+from scalecore.photofeed.models import Account, FeedPosition, User
 from scalecore.photofeed.ports import UserRepository
 
 __all__ = ["SqlUserRepository"]
@@ -90,8 +91,48 @@ class SqlUserRepository(UserRepository):
         if self._db.write(logical, lambda conn: conn.execute(statement).rowcount) != 1:
             raise NotFound(f"no user with id {user_id!r}")
 
+    def search(self, prefix: str, *, limit: int, after: str | None = None) -> list[User]:
+        def query(conn: sa.Connection, _index: int) -> list[User]:
+            name = _bytewise(conn, _t.c.username)
+            select = sa.select(_t).where(_t.c.username.startswith(prefix, autoescape=True))
+            if after is not None:
+                select = select.where(name > after)
+            rows = conn.execute(select.order_by(name).limit(limit))
+            return [_user(row) for row in rows]
+
+        return self._db.scatter_gather(
+            query, order_key=lambda user: user.username, limit=limit, descending=False
+        )
+
+    def recent(self, *, limit: int, before: FeedPosition | None = None) -> list[User]:
+        def query(conn: sa.Connection, _index: int) -> list[User]:
+            user_id = _bytewise(conn, _t.c.id)
+            select = sa.select(_t)
+            if before is not None:
+                select = select.where(
+                    sa.or_(
+                        _t.c.created_at < before.created_at,
+                        sa.and_(_t.c.created_at == before.created_at, user_id < before.photo_id),
+                    )
+                )
+            rows = conn.execute(select.order_by(_t.c.created_at.desc(), user_id.desc()).limit(limit))
+            return [_user(row) for row in rows]
+
+        return self._db.scatter_gather(
+            query, order_key=lambda user: (user.created_at, user.id), limit=limit
+        )
+
     def ping(self) -> None:
         ping_all(self._db)
+
+
+def _bytewise(conn: sa.Connection, column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+    """``column`` compared and sorted by code point, as Python sorts the merged shards:
+    PostgreSQL's default collation may follow a locale (where "_" sorts apart); SQLite
+    compares bytes already."""
+    if conn.dialect.name == "postgresql":
+        return sa.collate(column, "C")
+    return column
 
 
 def _user(row: Any) -> User:

@@ -1,0 +1,132 @@
+"""Read what is left of a request body before answering, so every client sees the answer.
+
+A server that answers early (a 413 for a body over the limit, a 403, a 415) and closes the
+connection while the client is still sending makes the client's kernel see unread data
+and reset the connection: Python's urllib gets a broken pipe, a browser a "connection
+reset" page, and neither sees the answer. :class:`DrainRequestBody` wraps the WSGI app
+and, when a response is about to start while part of the body is unread, reads and
+discards that part first, bounded in bytes and in time. A body whose rest is larger than
+the bound, or a client too slow to send it in time, gets the answer with
+``Connection: close`` instead (it may then still see a reset; nothing better is possible
+without reading it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+__all__ = ["DRAIN_MIN_BYTES", "DRAIN_SECONDS", "DrainRequestBody", "drain_limit"]
+
+_CHUNK = 64 * 1024
+#: Unread bodies up to this size (or 8 times the upload limit, if larger) are read before
+#: an early answer, for up to DRAIN_SECONDS.
+DRAIN_MIN_BYTES = 64 * 1024 * 1024
+DRAIN_SECONDS = 30.0
+
+
+def drain_limit(max_upload_bytes: int) -> int:
+    """How much unread body is read before answering: enough for an upload several times
+    over the limit (a 60 MiB photo against the 10 MiB default) and its form fields."""
+    return max(8 * max_upload_bytes, DRAIN_MIN_BYTES) + 64 * 1024
+
+
+class _CountingInput:
+    """``wsgi.input`` that counts the bytes the app read through it."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.consumed = 0
+        self.exhausted = False
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._stream.read(size) if size is not None else self._stream.read()
+        self.consumed += len(data)
+        if not data or size is None or size < 0:
+            self.exhausted = True
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        data: bytes = self._stream.readline(size)
+        self.consumed += len(data)
+        if not data:
+            self.exhausted = True
+        return data
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines: list[bytes] = self._stream.readlines(hint)
+        self.consumed += sum(len(line) for line in lines)
+        return lines
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
+
+
+class DrainRequestBody:
+    """WSGI middleware: drain up to ``max_bytes`` of unread request body, for at most
+    ``max_seconds``, before the response starts; add ``Connection: close`` when it
+    cannot. Only bodies of known length (``Content-Length``) or that the server marks as
+    terminated (``wsgi.input_terminated``, for chunked bodies) are drained."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], *, max_bytes: int, max_seconds: float):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_seconds = max_seconds
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        stream = environ.get("wsgi.input")
+        if stream is None:
+            return self.app(environ, start_response)
+        counting = _CountingInput(stream)
+        environ["wsgi.input"] = counting
+        length = _content_length(environ)
+        terminated = bool(environ.get("wsgi.input_terminated"))
+
+        def drain_then_start(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+            if not self._drain(counting, length, terminated):
+                headers = [(k, v) for k, v in headers if k.lower() != "connection"]
+                headers.append(("Connection", "close"))
+            return start_response(status, headers, *exc_info)
+
+        return self.app(environ, drain_then_start)
+
+    def _drain(self, counting: _CountingInput, length: int | None, terminated: bool) -> bool:
+        """Read the rest of the body; return whether all of it was read."""
+        if counting.exhausted:
+            return True
+        if length is None:
+            if not terminated:
+                return True  # no body we could know the end of (and none was sent)
+            remaining = self.max_bytes + 1
+        else:
+            remaining = length - counting.consumed
+            if remaining <= 0:
+                return True
+            if remaining > self.max_bytes:
+                return False
+        deadline = time.monotonic() + self.max_seconds
+        budget = self.max_bytes
+        try:
+            while remaining > 0:
+                if time.monotonic() > deadline:
+                    return False
+                data = counting.read(min(_CHUNK, remaining))
+                if not data:
+                    return True
+                remaining -= len(data)
+                budget -= len(data)
+                if budget < 0:
+                    return False
+        except (OSError, ValueError):  # the client went away mid-body
+            return False
+        return length is not None or counting.exhausted
+
+
+def _content_length(environ: dict[str, Any]) -> int | None:
+    raw = environ.get("CONTENT_LENGTH", "")
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if value >= 0 else None
