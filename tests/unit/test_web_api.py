@@ -315,3 +315,22 @@ def test_api_responses_are_not_cached_and_not_sniffed(web: Web) -> None:
     response = client.get("/api/me")
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_people_are_found_by_prefix_or_newest_first(web: Web) -> None:
+    for name in ("anna", "andy", "bert"):
+        web.user(name)
+    client = web.client()  # no session needed
+    found = client.get("/api/users?q=an&limit=1")
+    assert found.status_code == 200
+    assert found.json["items"] == [{"id": found.json["items"][0]["id"], "username": "andy"}]
+    assert found.json["next"] == "andy"
+    rest = client.get("/api/users?q=an&after=andy")
+    assert [u["username"] for u in rest.json["items"]] == ["anna"]
+    assert rest.json["next"] is None
+    newest = client.get("/api/users")
+    assert [u["username"] for u in newest.json["items"]] == ["bert", "andy", "anna"]
+    for query in ("?q=a%20b", "?limit=0", "?limit=51", "?after=nonsense", "?q=a&after=A!"):
+        bad = client.get("/api/users" + query)
+        assert bad.status_code == 400, query
+        assert error_of(bad) == "invalid_input"

@@ -108,7 +108,7 @@ def test_forged_or_malformed_cookies_are_no_session(web: Web, value: str) -> Non
 
 def test_an_expired_session_is_no_session(tmp_path: Path) -> None:
     clock = ManualClock()
-    web = Web(tmp_path, "[sessions]\nttl = 60\n", clock=clock)
+    web = Web(tmp_path, '[sessions]\nbackend = "memory"\nttl = 60\n', clock=clock)
     client, _ = web.user("ada")
     assert client.get("/api/me").status_code == 200
     clock.advance(61)
@@ -117,7 +117,7 @@ def test_an_expired_session_is_no_session(tmp_path: Path) -> None:
 
 def test_sessions_slide_after_half_their_ttl(tmp_path: Path) -> None:
     clock = ManualClock()
-    web = Web(tmp_path, "[sessions]\nttl = 60\n", clock=clock)
+    web = Web(tmp_path, '[sessions]\nbackend = "memory"\nttl = 60\n', clock=clock)
     client, _ = web.user("ada")
     for _ in range(5):
         clock.advance(40)  # each request after half the TTL restarts it

@@ -23,9 +23,6 @@ from entrypoints.web import create_app
 from scalecore.clock import ManualClock
 
 BASE_CONFIG = """
-[sessions]
-backend = "memory"
-
 [bus]
 mode = "sync"
 
@@ -64,8 +61,11 @@ class Web:
         tmp_path.mkdir(parents=True, exist_ok=True)
         config = tmp_path / "scalecore.toml"
         blob_table = f'[blobs]\nbackend = "{blobs}"\n'
+        # Memory sessions (the embedded default is SQLite), unless ``extra`` sets them.
+        session_table = "" if "[sessions]" in extra else '[sessions]\nbackend = "memory"\n'
         config.write_text(
-            f'[deployment]\ndata_dir = "{tmp_path / "data"}"\n{blob_table}{BASE_CONFIG}{extra}'
+            f'[deployment]\ndata_dir = "{tmp_path / "data"}"\n{blob_table}{session_table}'
+            f"{BASE_CONFIG}{extra}"
         )
         self.settings = load_settings(config, environ={})
         self.container: Container = create_container(self.settings)

@@ -59,6 +59,16 @@ _USERNAME = {
     "schema": {"type": "string", "pattern": "^[a-z0-9_]{3,32}$"},
 }
 _PHOTO_ID = {"name": "photo_id", "in": "path", "required": True, "schema": {"type": "string"}}
+#: An opaque cursor: what a page's ``next`` held (URL-safe base64).
+_CURSOR = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[A-Za-z0-9_-]+$"}
+#: A blob key as every store accepts it: relative ``/``-separated segments of printable
+#: text, none empty, ``.`` or ``..``, no backslash, at most 1024 UTF-8 bytes.
+_BLOB_KEY = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 1024,
+    "pattern": r"^(?!\.\.?(/|$))(?!.*/\.\.?(/|$))[^/\x00-\x1f\x7f\\]+(/[^/\x00-\x1f\x7f\\]+)*$",
+}
 _CSRF = [{"sessionCookie": [], "csrfToken": []}]
 _SESSION = [{"sessionCookie": []}]
 
@@ -76,6 +86,38 @@ _DOCUMENT: dict[str, Any] = {
     },
     "paths": {
         "/api/users": {
+            "get": {
+                "operationId": "findPeople",
+                "summary": "Find accounts: by username prefix, or the most recently joined",
+                "parameters": [
+                    {
+                        "name": "q",
+                        "in": "query",
+                        "schema": {"type": "string", "pattern": "^ *[A-Za-z0-9_]{0,32} *$"},
+                        "description": (
+                            "The start of a username (case and surrounding spaces ignored); "
+                            "absent or empty: the newest accounts first"
+                        ),
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 50, "default": 20},
+                        "description": "Page size, up to `photofeed.people_max_limit` (50)",
+                    },
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "schema": _CURSOR,
+                        "description": "The `next` cursor of the previous page",
+                    },
+                ],
+                "responses": {
+                    "200": _json(_ref("UserPage"), "One page"),
+                    "400": _error("Bad prefix, limit or cursor"),
+                    **_E503,
+                },
+            },
             "post": {
                 "operationId": "signUp",
                 "summary": "Create an account",
@@ -145,6 +187,7 @@ _DOCUMENT: dict[str, Any] = {
                 "security": _CSRF,
                 "responses": {
                     "204": {"description": "Not following"},
+                    "400": _error("You cannot unfollow yourself"),
                     **_E401,
                     **_E403_CSRF,
                     **_E404,
@@ -212,13 +255,13 @@ _DOCUMENT: dict[str, Any] = {
                     {
                         "name": "limit",
                         "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "default": 5},
-                        "description": "Page size, up to the configured maximum (50)",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 50, "default": 5},
+                        "description": "Page size, up to `photofeed.feed_max_limit` (50)",
                     },
                     {
                         "name": "before",
                         "in": "query",
-                        "schema": {"type": "string"},
+                        "schema": _CURSOR,
                         "description": "The `next` cursor of the previous page",
                     },
                 ],
@@ -247,7 +290,7 @@ _DOCUMENT: dict[str, Any] = {
         },
         "/media/{key}": {
             "parameters": [
-                {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "key", "in": "path", "required": True, "schema": _BLOB_KEY},
                 {"name": "expires", "in": "query", "schema": {"type": "integer"}},
                 {"name": "signature", "in": "query", "schema": {"type": "string"}},
             ],
@@ -359,6 +402,14 @@ _DOCUMENT: dict[str, Any] = {
                     "created_at": {"type": "string", "format": "date-time"},
                     "url": {"type": "string", "examples": ["/media/photos/01H.../original"]},
                     "thumbnail_url": {"type": "string"},
+                },
+            },
+            "UserPage": {
+                "type": "object",
+                "required": ["items", "next"],
+                "properties": {
+                    "items": {"type": "array", "items": _ref("User")},
+                    "next": {"type": ["string", "null"]},
                 },
             },
             "FeedPage": {
