@@ -23,20 +23,29 @@ stderr and exits non-zero (2); no command prints a traceback for an error it can
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
+import tomli_w
 
-from entrypoints.config import PORT_SECTIONS, Settings, load_settings
+from entrypoints.config import (
+    MASK,
+    PORT_SECTIONS,
+    Settings,
+    env_name,
+    load_settings,
+    mask_secrets,
+    masked_keys,
+)
 from entrypoints.container import (
     Container,
     PhotoFeedRepositories,
     close_adapters,
     create_container,
     create_tables,
+    effective_config,
     puppy_settings,
     readiness_checks,
     reshard_statuses,
@@ -245,11 +254,21 @@ def config_group() -> None:
 @config_option
 @_one_line_errors
 def config_show(config_path: str | None) -> None:
-    """Print the effective config (file + environment + defaults), secrets masked."""
+    """Print the effective config (file + environment + every default) as TOML, secrets
+    masked. Saved to a file it loads back as the same configuration."""
     settings = _settings(config_path)
     validate_settings(settings, forbid_puppies=False)
+    effective = effective_config(settings)
     click.echo(f"# source: {settings.source}")
-    click.echo(json.dumps(settings.masked(), indent=2, sort_keys=True))
+    click.echo("# The effective configuration, every default included: saved to a file, it")
+    click.echo("# loads back as the same configuration.")
+    masked = masked_keys(effective)
+    if masked:
+        click.echo(f"# Secrets are masked ({MASK}); a file holding a mask is refused. Put the")
+        click.echo("# real values back, or set them in the environment, which overrides the file:")
+        for path in masked:
+            click.echo(f"#   {env_name(path)}")
+    click.echo(tomli_w.dumps(mask_secrets(effective)), nl=False)
 
 
 @main.command("check")

@@ -68,12 +68,15 @@ __all__ = [
     "LOGGING_DEFAULTS",
     "LOG_FORMATS",
     "LOG_LEVELS",
+    "MASK",
     "PORT_SECTIONS",
     "TRACING_DEFAULTS",
     "WEB_DEFAULTS",
     "Settings",
+    "env_name",
     "load_settings",
     "mask_secrets",
+    "masked_keys",
 ]
 
 ENV_PREFIX = "SCALECORE_"
@@ -320,6 +323,7 @@ def _validate(data: Mapping[str, Any]) -> None:
             )
     if not deployment["data_dir"]:
         raise ConfigError("must not be empty", key="deployment.data_dir")
+    _refuse_masks(data)
     _validate_database(data["database"], "database")
     _validate_web(data["web"])
     _validate_logging(data["logging"])
@@ -493,8 +497,49 @@ def _type_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, f"a {k.__name__}") for k in kinds)
 
 
+#: What ``mask_secrets`` puts in place of a secret.
+MASK = "***"
 _SECRET_KEY = re.compile(r"(secret|password|passwd|token|credential|access_key)", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(?P<head>://[^:/@\s]*:)(?P<password>[^@\s]+)(?P<tail>@)")
+
+
+def masked_keys(data: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The paths of the values :func:`mask_secrets` would mask (a list's path for a URL
+    inside a list)."""
+    found: list[tuple[str, ...]] = []
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            found += masked_keys(value, (*path, str(key)))
+    elif isinstance(data, list):
+        if any(masked_keys(item, path) for item in data):
+            found.append(path)
+    elif mask_secrets(data, path[-1] if path else "") != data:
+        found.append(path)
+    return found
+
+
+def env_name(path: tuple[str, ...]) -> str:
+    """The environment variable that overrides the key at ``path``."""
+    return ENV_PREFIX + "__".join(part.upper() for part in path)
+
+
+def _refuse_masks(data: Any, path: tuple[str, ...] = ()) -> None:
+    """A value masked by ``config show`` is no secret: refuse it, naming where the real
+    one goes (the file, or the environment, which overrides the file)."""
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            _refuse_masks(value, (*path, str(key)))
+        return
+    values = data if isinstance(data, list) else [data]
+    for value in values:
+        if isinstance(value, str) and (
+            (value == MASK and path and _SECRET_KEY.search(path[-1])) or f":{MASK}@" in value
+        ):
+            raise ConfigError(
+                f"holds {MASK!r}, a secret masked by `scalecore config show`: put the real "
+                f"value in the file or set {env_name(path)}",
+                key=".".join(path),
+            )
 
 
 def mask_secrets(value: Any, key: str = "") -> Any:
@@ -504,7 +549,7 @@ def mask_secrets(value: Any, key: str = "") -> Any:
     if isinstance(value, list):
         return [mask_secrets(v, key) for v in value]
     if key and _SECRET_KEY.search(key) and value not in (None, ""):
-        return "***"
+        return MASK
     if isinstance(value, str):
         return _URL_PASSWORD.sub(r"\g<head>***\g<tail>", value)
     return value

@@ -47,6 +47,7 @@ __all__ = [
     "create_container",
     "create_tables",
     "declare_topology",
+    "effective_config",
     "puppy_settings",
     "readiness_checks",
     "reshard_statuses",
@@ -472,6 +473,56 @@ def reshard_statuses(settings: Settings) -> list[tuple[str, dict[str, Any] | Non
         return [(name, reshard_status(db)) for name, db in sorted(databases.groups().items())]
     finally:
         databases.dispose()
+
+
+def effective_config(settings: Settings) -> dict[str, Any]:
+    """The whole configuration the service runs on: ``settings.data`` with every default
+    filled in that an adapter's constructor, the photo feed's settings, the password
+    hasher or the image processor would otherwise apply silently.
+
+    Saved as TOML and loaded back it is the same configuration. Options injected by the
+    container (clock, name) are left out, and so are those whose default is "unset"
+    (TOML has no null); secrets are not masked here (see ``config.mask_secrets``).
+    """
+    from adapters.photofeed.images.pillow import PillowImageProcessor
+    from adapters.photofeed.passwords.argon2 import Argon2PasswordHasher
+    from scalecore.photofeed.settings import PhotoFeedSettings
+
+    data: dict[str, Any] = {key: _plain(value) for key, value in settings.data.items()}
+    for port in PORT_SECTIONS:
+        backend, _ = settings.port(port)
+        _fill_defaults(data[port], load_adapter(port, backend))
+    photofeed = data["photofeed"]
+    for field in attrs.fields(PhotoFeedSettings):
+        if field.name not in photofeed and _plain(field.default) is not None:
+            photofeed[field.name] = _plain(field.default)
+    for name, adapter in (
+        ("password_hasher", Argon2PasswordHasher),
+        ("images", PillowImageProcessor),
+    ):
+        _fill_defaults(photofeed.setdefault(name, {}), adapter)
+    return data
+
+
+def _fill_defaults(section: dict[str, Any], adapter: type) -> None:
+    for name, param in _keyword_parameters(adapter).items():
+        if name in _INJECTED or name in section or param.default is inspect.Parameter.empty:
+            continue
+        value = _plain(param.default)
+        if value is not None:
+            section[name] = value
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as TOML can hold it: tuples become lists, tables are copied; ``None``
+    for what TOML cannot hold."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool | int | float | str):
+        return value
+    return None
 
 
 def close_adapters(container: Container) -> None:

@@ -99,6 +99,13 @@ def test_a_backend_default_does_not_leak_into_another_backend(tmp_path: Path) ->
         ),
         ("[database.stores.user]\nshards = ['sqlite:///u.db']\n", {}, "did you mean 'users'?"),
         ("[web]\nworkers = 'many'\n", {}, "web.workers: must be an integer, got 'many'"),
+        (
+            "[database]\nshards = ['postgresql://app:***@db/app']\n",
+            {},
+            "database.shards: holds '***', a secret masked by `scalecore config show`: put "
+            "the real value in the file or set SCALECORE_DATABASE__SHARDS",
+        ),
+        ("[blobs]\nurl_secret = '***'\n", {}, "set SCALECORE_BLOBS__URL_SECRET"),
         ("[web]\nbind = 3\n", {}, "web.bind: must be a string, got 3"),
         ("", {"SCALECORE_CACHE": "x"}, "must look like SCALECORE_<SECTION>__<KEY>"),
         ("", {"SCALECORE_CAHCE__BACKEND": "x"}, "unknown section [cahce] in environment variable"),

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
+from test_web_support import Web, png_bytes
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
-from test_web_support import Web, png_bytes
 
 
 class Forms(HTMLParser):
@@ -65,9 +65,7 @@ def submit(client: FlaskClient, page_path: str, action: str, **fields: object): 
         for name, value in {**form, **fields}.items()
     }
     boundary, body = encode_multipart(values)
-    return client.post(
-        action, data=body, content_type=f"multipart/form-data; boundary={boundary}"
-    )
+    return client.post(action, data=body, content_type=f"multipart/form-data; boundary={boundary}")
 
 
 @pytest.fixture
@@ -242,7 +240,10 @@ def test_own_photos_show_in_ones_own_feed(web: Web) -> None:
     assert "Find people" in ada.get("/").get_data(as_text=True)
     for caption in ("one", "two"):
         form = parse(ada, "/upload").forms["/upload"]
-        ada.post("/upload", data={**form, "caption": caption, "photo": (io.BytesIO(png_bytes()), "p.png")})
+        ada.post(
+            "/upload",
+            data={**form, "caption": caption, "photo": (io.BytesIO(png_bytes()), "p.png")},
+        )
     feed = ada.get("/").get_data(as_text=True)
     assert "Nothing here yet" not in feed
     assert feed.index(">two<") < feed.index(">one<")
@@ -252,9 +253,13 @@ def test_own_photos_show_in_ones_own_feed(web: Web) -> None:
 def test_follower_counts_are_singular_and_plural(web: Web) -> None:
     ada = sign_up(web, "ada")
     bob = sign_up(web, "bob")
-    assert re.search(r'id="followers">0</span> followers', ada.get("/users/bob").get_data(as_text=True))
+    assert re.search(
+        r'id="followers">0</span> followers', ada.get("/users/bob").get_data(as_text=True)
+    )
     ada.post("/users/bob/follow", data=parse(ada, "/users/bob").forms["/users/bob/follow"])
-    assert re.search(r'id="followers">1</span> follower ', bob.get("/users/bob").get_data(as_text=True))
+    assert re.search(
+        r'id="followers">1</span> follower ', bob.get("/users/bob").get_data(as_text=True)
+    )
 
 
 def test_people_page_searches_by_prefix_and_lists_newcomers(web: Web) -> None:

@@ -132,7 +132,7 @@ _DOCUMENT: dict[str, Any] = {
                     **_E415_JSON,
                     **_E503_WRITE,
                 },
-            }
+            },
         },
         "/api/session": {
             "post": {

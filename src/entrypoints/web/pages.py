@@ -187,7 +187,9 @@ def upload() -> Response:
         if status >= 500:
             raise
         message = _message(exc)
-        return _page("upload.html", status, limit=limit, caption=caption, errors=[_sentence(message)])
+        return _page(
+            "upload.html", status, limit=limit, caption=caption, errors=[_sentence(message)]
+        )
     flash("Photo uploaded: your followers will see it in their feeds shortly.")
     return redirect(f"/photos/{quote(photo.id)}", code=303)
 
@@ -249,7 +251,9 @@ def delete_photo(photo_id: str) -> Response:
     if request.method == "GET":  # ask first: deleting is for good
         photo = service.get_photo(photo_id)
         if photo.owner_id != user_id:
-            return _page("photo.html", 403, photo=photo, errors=["Only its owner may delete a photo."])
+            return _page(
+                "photo.html", 403, photo=photo, errors=["Only its owner may delete a photo."]
+            )
         return _page("delete.html", photo=photo)
     service.delete_photo(user_id, photo_id)
     flash("Photo deleted.")
@@ -266,5 +270,9 @@ def people() -> Response:
         status, _ = status_for(exc)
         if status >= 500:
             raise
-        return _page("people.html", status, q=query, users=(), next_cursor=None, errors=[_message(exc)])
-    return _page("people.html", q=query.strip().lower(), users=page.items, next_cursor=page.next_cursor)
+        return _page(
+            "people.html", status, q=query, users=(), next_cursor=None, errors=[_message(exc)]
+        )
+    return _page(
+        "people.html", q=query.strip().lower(), users=page.items, next_cursor=page.next_cursor
+    )

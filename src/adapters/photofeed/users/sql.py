@@ -7,8 +7,9 @@ Options: database (the ShardedDatabase of the "users" logical store, its MetaDat
 Differs from the port: nothing. A user's id carries the logical shard of its username, so
     lookups by id and by name both go to one shard, and the unique username index of that
     shard makes a name unique everywhere. Listing by prefix or by joining time asks every
-    shard at once for at most a page each and merges (ShardedDatabase.scatter_gather). Lookups by id and name may read a replica (and
-    lag); login reads the primary, so a new account can log in at once.
+    shard at once for at most a page each and merges (ShardedDatabase.scatter_gather).
+    Lookups by id and name, and the lists, may read a replica (and lag); login reads the
+    primary, so a new account can log in at once.
 """
 
 from __future__ import annotations
@@ -115,7 +116,9 @@ class SqlUserRepository(UserRepository):
                         sa.and_(_t.c.created_at == before.created_at, user_id < before.photo_id),
                     )
                 )
-            rows = conn.execute(select.order_by(_t.c.created_at.desc(), user_id.desc()).limit(limit))
+            rows = conn.execute(
+                select.order_by(_t.c.created_at.desc(), user_id.desc()).limit(limit)
+            )
             return [_user(row) for row in rows]
 
         return self._db.scatter_gather(
