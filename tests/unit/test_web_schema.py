@@ -38,7 +38,8 @@ BASE_URL = f"http://127.0.0.1:{_server.server_port}"
 schema = schemathesis.openapi.from_url(f"{BASE_URL}/api/openapi.json")
 # The session cookie and CSRF token come from a real login, not from generated values.
 schema.config.generation.update(with_security_parameters=False)
-_started = time.monotonic()
+#: When the first case of this module ran (the budget counts from there, not from import).
+_started: list[float] = []
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -69,7 +70,9 @@ class FreshSession:
 @schema.parametrize()
 @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_app_does_what_its_served_spec_says(case: Any) -> None:
-    if time.monotonic() - _started > BUDGET_SECONDS:
+    if not _started:
+        _started.append(time.monotonic())
+    if time.monotonic() - _started[0] > BUDGET_SECONDS:
         pytest.fail(f"the schema run took over {BUDGET_SECONDS:.0f}s: lower MAX_EXAMPLES")
     excluded = []
     # Now and then the user themself: (un)following oneself is a documented 400.
