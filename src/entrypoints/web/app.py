@@ -17,7 +17,7 @@ from flask import Flask, Response, g, request
 
 from entrypoints.tracing import install_web_tracing
 from entrypoints.web.api import api
-from entrypoints.web.drain import DRAIN_SECONDS, DrainRequestBody, drain_limit
+from entrypoints.web.drain import DrainRequestBody, drain_limit
 from entrypoints.web.errors import install_error_handlers
 from entrypoints.web.health import health
 from entrypoints.web.media import media
@@ -72,7 +72,7 @@ def create_app(container: ServiceContainer, *, metrics: Mapping[str, Any] | None
     app.jinja_env.globals.update(media_url=media_url, iso_time=iso_time)
     max_upload = int(container.photofeed_settings().max_upload_bytes)
     app.wsgi_app = DrainRequestBody(  # type: ignore[method-assign]
-        app.wsgi_app, max_bytes=drain_limit(max_upload), max_seconds=DRAIN_SECONDS
+        app.wsgi_app, max_bytes=drain_limit(max_upload)
     )
     return app
 

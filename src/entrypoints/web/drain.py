@@ -6,24 +6,38 @@ and reset the connection: Python's urllib gets a broken pipe, a browser a "conne
 reset" page, and neither sees the answer. :class:`DrainRequestBody` wraps the WSGI app
 and, when a response is about to start while part of the body is unread, reads and
 discards that part first, bounded in bytes and in time. A body whose rest is larger than
-the bound, or a client too slow to send it in time, gets the answer with
+the bound, a client that stops sending for ``idle_seconds`` (one that sent the headers and
+never the body), or one too slow to finish within ``max_seconds``, gets the answer with
 ``Connection: close`` instead (it may then still see a reset; nothing better is possible
 without reading it).
+
+The body is read by a helper thread, so a client that goes silent cannot hold the request
+past the idle bound: the thread is left blocked on that connection until the server closes
+it after the answer (or the client does).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["DRAIN_MIN_BYTES", "DRAIN_SECONDS", "DrainRequestBody", "drain_limit"]
+__all__ = [
+    "DRAIN_IDLE_SECONDS",
+    "DRAIN_MIN_BYTES",
+    "DRAIN_SECONDS",
+    "DrainRequestBody",
+    "drain_limit",
+]
 
 _CHUNK = 64 * 1024
 #: Unread bodies up to this size (or 8 times the upload limit, if larger) are read before
 #: an early answer, for up to DRAIN_SECONDS.
 DRAIN_MIN_BYTES = 64 * 1024 * 1024
-DRAIN_SECONDS = 30.0
+DRAIN_SECONDS = 60.0
+#: A client that sends nothing for this long is answered without waiting for the rest.
+DRAIN_IDLE_SECONDS = 5.0
 
 
 def drain_limit(max_upload_bytes: int) -> int:
@@ -65,14 +79,23 @@ class _CountingInput:
 
 class DrainRequestBody:
     """WSGI middleware: drain up to ``max_bytes`` of unread request body, for at most
-    ``max_seconds``, before the response starts; add ``Connection: close`` when it
-    cannot. Only bodies of known length (``Content-Length``) or that the server marks as
-    terminated (``wsgi.input_terminated``, for chunked bodies) are drained."""
+    ``max_seconds`` and while the client keeps sending (``idle_seconds``), before the
+    response starts; add ``Connection: close`` when it cannot. Only bodies of known length
+    (``Content-Length``) or that the server marks as terminated (``wsgi.input_terminated``,
+    for chunked bodies) are drained."""
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], *, max_bytes: int, max_seconds: float):
+    def __init__(
+        self,
+        app: Callable[..., Iterable[bytes]],
+        *,
+        max_bytes: int,
+        max_seconds: float = DRAIN_SECONDS,
+        idle_seconds: float = DRAIN_IDLE_SECONDS,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
+        self.idle_seconds = idle_seconds
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         stream = environ.get("wsgi.input")
@@ -105,22 +128,34 @@ class DrainRequestBody:
                 return True
             if remaining > self.max_bytes:
                 return False
+        outcome: list[bool] = []
+
+        def read_rest() -> None:
+            left = remaining
+            try:
+                while left > 0:
+                    data = counting.read(min(_CHUNK, left))
+                    if not data:
+                        outcome.append(True)
+                        return
+                    left -= len(data)
+            except (OSError, ValueError):  # the client went away mid-body
+                outcome.append(False)
+                return
+            # All of a known length read; a chunked body still going past the bound is not.
+            outcome.append(length is not None)
+
+        reader = threading.Thread(target=read_rest, name="scalecore-drain", daemon=True)
+        reader.start()
         deadline = time.monotonic() + self.max_seconds
-        budget = self.max_bytes
-        try:
-            while remaining > 0:
-                if time.monotonic() > deadline:
-                    return False
-                data = counting.read(min(_CHUNK, remaining))
-                if not data:
-                    return True
-                remaining -= len(data)
-                budget -= len(data)
-                if budget < 0:
-                    return False
-        except (OSError, ValueError):  # the client went away mid-body
-            return False
-        return length is not None or counting.exhausted
+        seen = counting.consumed
+        while True:
+            reader.join(min(self.idle_seconds, max(deadline - time.monotonic(), 0.0)))
+            if not reader.is_alive():
+                return bool(outcome and outcome[0])
+            if time.monotonic() >= deadline or counting.consumed == seen:
+                return False  # too slow in all, or silent for idle_seconds
+            seen = counting.consumed
 
 
 def _content_length(environ: dict[str, Any]) -> int | None:
