@@ -6,6 +6,8 @@ import hashlib
 import json
 import re
 import socket
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -198,10 +200,42 @@ def test_the_whole_api_journey(
     assert ada.get("/api/me").status == 401
 
 
-def test_an_oversized_upload_is_refused_before_its_body_is_sent(
+def test_a_far_oversized_upload_gets_its_413_in_urllib(
     deployment: Deployment, client: Callable[[], Client], username: Callable[[str], str]
 ) -> None:
-    """The server answers 413 from the headers alone: the body is never read."""
+    """A client that sends the whole body before it reads the answer (Python's urllib)
+    still gets the 413 and its JSON: the server reads the rest before answering."""
+    user = client()
+    name = username("huge")
+    user.sign_up(name)
+    user.log_in(name)
+    body, ctype = multipart(
+        {"caption": "far too big"},
+        {"photo": ("big.png", "image/png", b"\x89PNG" + b"\0" * (20 * MAX_UPLOAD_BYTES))},
+    )
+    request = urllib.request.Request(
+        f"{deployment.base_url}/api/photos",
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": ctype,
+            "Cookie": "; ".join(f"{k}={v}" for k, v in user.cookies.items()),
+            "X-CSRF-Token": user.csrf or "",
+        },
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=60)
+    assert info.value.code == 413
+    error = json.loads(info.value.read())["error"]
+    assert error["code"] == "too_large"
+    assert "at most 293 KiB" in error["message"]
+
+
+def test_an_upload_whose_body_never_comes_is_answered_all_the_same(
+    deployment: Deployment, client: Callable[[], Client], username: Callable[[str], str]
+) -> None:
+    """A client that sends the headers of an oversized upload and then waits gets the 413
+    once it has been silent a few seconds (DRAIN_IDLE_SECONDS)."""
     user = client()
     name = username("big")
     user.sign_up(name)
@@ -214,7 +248,7 @@ def test_an_oversized_upload_is_refused_before_its_body_is_sent(
         f"Content-Length: {50 * MAX_UPLOAD_BYTES}\r\nCookie: {cookies}\r\n"
         f"X-CSRF-Token: {user.csrf}\r\n\r\n"
     ).encode()
-    with socket.create_connection((host, port), timeout=10) as sock:
+    with socket.create_connection((host, port), timeout=30) as sock:
         sock.sendall(head)  # and not one byte of the body
         reply = b""
         while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):

@@ -11,14 +11,13 @@ never the body), or one too slow to finish within ``max_seconds``, gets the answ
 ``Connection: close`` instead (it may then still see a reset; nothing better is possible
 without reading it).
 
-The body is read by a helper thread, so a client that goes silent cannot hold the request
-past the idle bound: the thread is left blocked on that connection until the server closes
-it after the answer (or the client does).
+Under gunicorn the ``Connection: close`` is dropped (it decides itself): it then tries a
+small bounded drain of its own and closes the connection.
 """
 
 from __future__ import annotations
 
-import threading
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -104,22 +103,23 @@ class DrainRequestBody:
         counting = _CountingInput(stream)
         environ["wsgi.input"] = counting
         length = _content_length(environ)
-        terminated = bool(environ.get("wsgi.input_terminated"))
 
         def drain_then_start(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
-            if not self._drain(counting, length, terminated):
+            if not self._drain(counting, length, environ):
                 headers = [(k, v) for k, v in headers if k.lower() != "connection"]
                 headers.append(("Connection", "close"))
             return start_response(status, headers, *exc_info)
 
         return self.app(environ, drain_then_start)
 
-    def _drain(self, counting: _CountingInput, length: int | None, terminated: bool) -> bool:
+    def _drain(
+        self, counting: _CountingInput, length: int | None, environ: dict[str, Any]
+    ) -> bool:
         """Read the rest of the body; return whether all of it was read."""
         if counting.exhausted:
             return True
         if length is None:
-            if not terminated:
+            if not environ.get("wsgi.input_terminated"):
                 return True  # no body we could know the end of (and none was sent)
             remaining = self.max_bytes + 1
         else:
@@ -128,34 +128,40 @@ class DrainRequestBody:
                 return True
             if remaining > self.max_bytes:
                 return False
-        outcome: list[bool] = []
-
-        def read_rest() -> None:
-            left = remaining
-            try:
-                while left > 0:
-                    data = counting.read(min(_CHUNK, left))
-                    if not data:
-                        outcome.append(True)
-                        return
-                    left -= len(data)
-            except (OSError, ValueError):  # the client went away mid-body
-                outcome.append(False)
-                return
-            # All of a known length read; a chunked body still going past the bound is not.
-            outcome.append(length is not None)
-
-        reader = threading.Thread(target=read_rest, name="scalecore-drain", daemon=True)
-        reader.start()
+        # The server's socket, when it tells us (gunicorn, werkzeug): a read timeout on it
+        # is what notices a client gone silent. Without one, only the total time is bound,
+        # checked between reads.
+        sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+        prior = _timeout_of(sock)
         deadline = time.monotonic() + self.max_seconds
-        seen = counting.consumed
-        while True:
-            reader.join(min(self.idle_seconds, max(deadline - time.monotonic(), 0.0)))
-            if not reader.is_alive():
-                return bool(outcome and outcome[0])
-            if time.monotonic() >= deadline or counting.consumed == seen:
-                return False  # too slow in all, or silent for idle_seconds
-            seen = counting.consumed
+        try:
+            _set_timeout(sock, self.idle_seconds)
+            while remaining > 0:
+                if time.monotonic() > deadline:
+                    return False
+                data = counting.read(min(_CHUNK, remaining))
+                if not data:
+                    return True
+                remaining -= len(data)
+        except (OSError, ValueError):  # silent past idle_seconds, or gone mid-body
+            return False
+        finally:
+            _set_timeout(sock, prior)
+        return length is not None  # a chunked body still going past the bound is not read
+
+
+def _timeout_of(sock: Any) -> Any:
+    try:
+        return sock.gettimeout() if sock is not None else None
+    except (AttributeError, OSError):
+        return None
+
+
+def _set_timeout(sock: Any, value: Any) -> None:
+    if sock is None:
+        return
+    with contextlib.suppress(AttributeError, OSError):
+        sock.settimeout(value)
 
 
 def _content_length(environ: dict[str, Any]) -> int | None:
