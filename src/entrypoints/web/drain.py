@@ -112,9 +112,7 @@ class DrainRequestBody:
 
         return self.app(environ, drain_then_start)
 
-    def _drain(
-        self, counting: _CountingInput, length: int | None, environ: dict[str, Any]
-    ) -> bool:
+    def _drain(self, counting: _CountingInput, length: int | None, environ: dict[str, Any]) -> bool:
         """Read the rest of the body; return whether all of it was read."""
         if counting.exhausted:
             return True
