@@ -46,7 +46,7 @@ def _json_body(*fields: str) -> dict[str, str]:
             415, "unsupported_media_type", "send a JSON body with Content-Type: application/json"
         )
     if (request.content_length or 0) > MAX_JSON_BYTES:
-        raise ApiError(413, "payload_too_large", f"a JSON body is at most {MAX_JSON_BYTES} bytes")
+        raise ApiError(413, "too_large", f"a JSON body is at most {MAX_JSON_BYTES} bytes")
     try:
         body = request.get_json()
     except (BadRequest, RecursionError):  # unparsable, not UTF-8, or nested too deep

@@ -34,6 +34,7 @@ _E400 = {"400": _error("Invalid input (the message says which)")}
 _E401 = {"401": _error("No valid session")}
 _E403_CSRF = {"403": _error("Missing or wrong X-CSRF-Token (csrf_failed)")}
 _E404 = {"404": _error("Not found")}
+_E413_JSON = {"413": _error("A JSON body over 64 KiB (too_large)")}
 _E415_JSON = {"415": _error("The body is not application/json")}
 _E503 = {"503": _error("A backend is unavailable; retry later")}
 #: For the operations that change state: also refused while the deployment is read-only.
@@ -129,6 +130,7 @@ _DOCUMENT: dict[str, Any] = {
                     "201": _json(_ref("User"), "Created"),
                     **_E400,
                     "409": _error("The username is taken"),
+                    **_E413_JSON,
                     **_E415_JSON,
                     **_E503_WRITE,
                 },
@@ -147,6 +149,7 @@ _DOCUMENT: dict[str, Any] = {
                     **_E400,
                     "401": _error("Wrong username or password"),
                     "403": _error("Sent with a live session but without its CSRF token"),
+                    **_E413_JSON,
                     **_E415_JSON,
                     **_E503_WRITE,
                 },
