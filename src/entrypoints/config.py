@@ -41,8 +41,9 @@ The file has one table per port plus ``[deployment]``, ``[database]``, ``[web]``
 Any key can be overridden by an environment variable ``SCALECORE_<SECTION>__<KEY>``
 (``SCALECORE_CACHE__BACKEND=memcached``); the value is read as a TOML value when it parses
 as one (``3``, ``true``, ``["a", "b"]``) and as a plain string otherwise. A missing file
-means the embedded defaults: one SQLite file per store under ``data_dir``, local blob
-folder, in-process bus, cache and sessions.
+means the embedded defaults: SQLite files under ``data_dir`` (the data, the cron ledger and
+the sessions, so a restart logs nobody out), a local blob folder, an in-process bus and
+cache.
 
 Loading validates shape and types and names the key at fault; it never connects anywhere.
 """
