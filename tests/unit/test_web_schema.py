@@ -4,7 +4,9 @@ fresh logged-in session and its CSRF token, so authenticated paths are exercised
 their 401s (and schemathesis checks that a call without them is refused).
 
 Bounded: a few examples per operation and a deadline for the whole module, so the spec
-and the app cannot drift apart unnoticed without the suite growing slow.
+and the app cannot drift apart unnoticed without the suite growing slow. The server (an
+app on in-memory adapters, in a thread) starts when the module is collected: schemathesis
+makes one test per operation of the document it loads.
 """
 
 from __future__ import annotations
