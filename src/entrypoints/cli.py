@@ -735,6 +735,7 @@ def capacity(
     """Print a capacity plan (Markdown) for VIEWERS concurrent feed viewers, from the
     figures a load test measured: web cores and processes, feed workers, memcached memory,
     PostgreSQL shards and connections, per stage of docs/scaling.md, formulas shown."""
+    import json
     from pathlib import Path
 
     from entrypoints.loadtest.capacity import Assumptions, render_plan

@@ -286,7 +286,7 @@ def run_all(
     """
     from entrypoints.serving import serve
     from entrypoints.web import create_app
-    from entrypoints.web.app import MULTIPART_OVERHEAD
+    from entrypoints.web.drain import drain_limit
 
     configure_logging(settings)
     _single_process_metrics()
@@ -306,7 +306,9 @@ def run_all(
                 server=server_name,
                 threads=int(settings.web["threads"]),
                 stop_timeout=STOP_TIMEOUT,
-                max_body=container.photofeed_settings().max_upload_bytes + MULTIPART_OVERHEAD,
+                # Up to the app's drain limit, so the app itself answers an upload over
+                # the limit: the form with its caption, the JSON error with the limit.
+                max_body=drain_limit(container.photofeed_settings().max_upload_bytes),
             )
             declare_topology(container)
             parts = "web, feed worker, outbox relay, scheduler"

@@ -65,9 +65,9 @@ from scalecore.photofeed.models import (
     Photo,
     Profile,
     User,
+    UserPage,
     feed_page_from_json,
     feed_page_to_json,
-    UserPage,
     photo_from_json,
     photo_to_json,
     profile_from_json,
@@ -812,6 +812,7 @@ class PhotoFeed:
     def _photos_changed(self, owner_id: str, username: str) -> None:
         self._invalidate_profiles(username)
         self.popular_lists.invalidate(_RECENT_KEY + owner_id)
+        self.feed_pages.invalidate(_FEED_KEY + owner_id)  # one's own feed shows them
 
     # -- maintenance (cron jobs) -------------------------------------------------------
 

@@ -616,6 +616,11 @@ def test_own_photos_are_in_ones_own_feed_without_following_anyone(world: World) 
     assert page.items == (second, first)
     assert page.next_cursor is None
     assert world.feed.page(alice.id, limit=10) == []  # merged at read, never fanned out
+    # The cached first page follows one's own uploads and deletes.
+    third = world.upload(alice)
+    assert world.service.feed(alice.id).items == (third, second, first)
+    world.service.delete_photo(alice.id, second.id)
+    assert world.service.feed(alice.id).items == (third, first)
 
 
 @pytest.mark.parametrize("threshold", [1000, 0])
