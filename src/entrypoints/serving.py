@@ -132,13 +132,23 @@ class WaitressServer:
         ):
             time.sleep(0.05)
 
+        trigger = server.trigger
+
         def close_everything() -> None:
             for dispatcher in list(server._map.values()):
-                dispatcher.handle_close()
+                if dispatcher is not trigger:
+                    dispatcher.handle_close()
+            # The loop ends once its map is empty. The trigger's pipe stays open: this
+            # thunk may run before the thread that queued it has written its wake-up
+            # byte, and app threads still pull the trigger as they finish. Closing it
+            # here would make those writes fail (EBADF), or land in whatever file
+            # reuses the descriptor.
+            trigger.del_channel()
 
         self._in_loop(close_everything)
         self._stopped.wait(self._stop_timeout)
         server.task_dispatcher.shutdown(timeout=self._stop_timeout)
+        trigger.close()
 
     def server_close(self) -> None:
         """Nothing left to close after :meth:`shutdown`."""
