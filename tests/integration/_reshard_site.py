@@ -8,22 +8,20 @@ quick. The processes (gunicorn web, worker, scheduler) run from the repository r
 
 from __future__ import annotations
 
-import http.client
-import io
 import json
 import os
-import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+import e2e_harness as harness  # noqa: E402
+from e2e_harness import Reply, free_port, png_bytes  # noqa: E402
 
 
 def write_config(path: Path, shards: list[str], *, ledger: str, token: str) -> Path:
@@ -102,12 +100,6 @@ def run(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.Com
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Site:
     """gunicorn web (two workers), a worker and a scheduler, all on one config file."""
 
@@ -165,86 +157,17 @@ class Site:
                 process.wait(5)
 
 
-class Reply:
-    def __init__(self, status: int, headers: http.client.HTTPMessage, body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class Client:
-    """One user's cookie-keeping HTTP client (with the CSRF token once logged in)."""
+class Client(harness.Client):
+    """The e2e harness's client on a loopback port, asking for JSON."""
 
     def __init__(self, port: int) -> None:
-        self.port = port
-        self.cookies: dict[str, str] = {}
-        self.csrf: str | None = None
+        super().__init__(f"http://127.0.0.1:{port}")
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Reply:
-        sent = dict(headers or {})
-        sent.setdefault("Accept", "application/json")
-        if self.cookies:
-            sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        if self.csrf and method not in ("GET", "HEAD"):
-            sent["X-CSRF-Token"] = self.csrf
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            connection.request(method, path, body=body, headers=sent)
-            response = connection.getresponse()
-            data = response.read()
-        finally:
-            connection.close()
-        for header in response.headers.get_all("Set-Cookie") or []:
-            name, _, value = header.split(";", 1)[0].partition("=")
-            self.cookies[name.strip()] = value.strip()
-        return Reply(response.status, response.headers, data)
-
-    def post_json(self, path: str, payload: Any) -> Reply:
-        return self.request(
-            "POST",
-            path,
-            body=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-
-    def log_in(self, username: str) -> Reply:
-        reply = self.post_json("/api/session", {"username": username, "password": "correct horse"})
-        if reply.status == 200:
-            self.csrf = reply.json()["csrf_token"]
-        return reply
-
-    def upload(self, data: bytes, caption: str) -> Reply:
-        boundary = "scalecore" + secrets.token_hex(8)
-        body = (
-            (
-                f"--{boundary}\r\nContent-Disposition: form-data; "
-                f'name="caption"\r\n\r\n{caption}\r\n'
-                f"--{boundary}\r\nContent-Disposition: form-data; "
-                f'name="photo"; filename="p.png"\r\n'
-                "Content-Type: image/png\r\n\r\n"
-            ).encode()
-            + data
-            + f"\r\n--{boundary}--\r\n".encode()
-        )
-        return self.request(
-            "POST",
-            "/api/photos",
-            body=body,
-            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-        )
+    def request(self, method: str, path: str, **kwargs: Any) -> Reply:
+        headers = {"Accept": "application/json", **(kwargs.pop("headers", None) or {})}
+        return super().request(method, path, headers=headers, **kwargs)
 
 
 def png(seed: int) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (24, 16), (seed % 256, (seed // 256) % 256, 90)).save(out, format="PNG")
-    return out.getvalue()
+    """A small PNG whose colour depends on ``seed``."""
+    return png_bytes(24, 16, (seed % 256, (seed // 256) % 256, 90))
