@@ -27,7 +27,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the core."""
+    """mypy --strict on the core, the adapters and the entrypoints."""
     _install(session)
     session.run("mypy")
 

@@ -96,7 +96,7 @@ def _one_line_errors(command: F) -> F:
 class _Cli(click.Group):
     """A group whose usage errors are one line too: ``error: No such option: --x``."""
 
-    def main(  # type: ignore[override]
+    def main(
         self,
         args: Sequence[str] | None = None,
         prog_name: str | None = None,

@@ -461,6 +461,7 @@ def _validate_database(section: Mapping[str, Any], where: str) -> None:
 
 
 def _validate_shard(shard: object, key: str) -> None:
+    url: object
     if isinstance(shard, str):
         url = shard
     elif isinstance(shard, dict):

@@ -22,6 +22,7 @@ driver and not even SQLAlchemy.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -390,12 +391,18 @@ def readiness_checks(container: Container) -> dict[str, Callable[[], None]]:
     checks: dict[str, Callable[[], None]] = {}
     for port in PORT_SECTIONS:
         provider = getattr(container, port)
-        checks[port] = lambda provider=provider: provider().ping()
+        checks[port] = functools.partial(_ping_provided, provider)
     for name in PhotoFeedRepositories.NAMES:
-        checks[f"photofeed.{name}"] = lambda name=name: getattr(
-            container.repositories(), name
-        ).ping()
+        checks[f"photofeed.{name}"] = functools.partial(_ping_repository, container, name)
     return checks
+
+
+def _ping_provided(provider: Callable[[], Any]) -> None:
+    provider().ping()
+
+
+def _ping_repository(container: Container, name: str) -> None:
+    getattr(container.repositories(), name).ping()
 
 
 def create_tables(container: Container) -> list[str]:

@@ -74,7 +74,7 @@ class _TextFormatter(logging.Formatter):
         return _ANSI.sub("", line) if self.strip_ansi else line
 
 
-class _JsonLinesFormatter(JsonFormatter):  # type: ignore[misc]
+class _JsonLinesFormatter(JsonFormatter):
     def __init__(self) -> None:
         super().__init__(
             "%(levelname)s %(name)s %(message)s %(request_id)s %(process)d",

@@ -139,7 +139,7 @@ def install_web_tracing(app: Any) -> None:
     """Make every request of ``app`` a SERVER span, if tracing is on in this process."""
     tracer = _state.get("tracer")
     text_format = _state.get("format")
-    if tracer is None:
+    if tracer is None or text_format is None:
         return
     from flask import g, request
     from opentelemetry import context, trace

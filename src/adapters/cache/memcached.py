@@ -37,6 +37,7 @@ With several servers only the keys of the failed one are affected. ``get_many`` 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Final
 
@@ -128,7 +129,7 @@ class MemcachedCache(Cache):
             batch = {slot: encoded[slot] for slot in slots}
             try:
                 self._cluster.call(
-                    server, lambda client, b=batch: client.set_many(b, expire=expire, flags=flags)
+                    server, operator.methodcaller("set_many", batch, expire=expire, flags=flags)
                 )
             except BackendUnavailable:
                 self.stats.add(errors=1)
@@ -235,7 +236,7 @@ class MemcachedCache(Cache):
         errors = 0
         for server, batch in self._cluster.by_server(set(slots.values())).items():
             try:
-                found.update(self._cluster.call(server, lambda client, b=batch: client.get_many(b)))
+                found.update(self._cluster.call(server, operator.methodcaller("get_many", batch)))
             except BackendUnavailable:
                 errors += 1
         hits: dict[str, tuple[JSONValue, float | None]] = {}

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Final
@@ -199,7 +200,7 @@ class MemcachedSessionStore(SessionStore):
             killed = self._cas(old, b"null", token, EXPIRE_NOW)
             if killed:
                 return Session(new_id, merged, record.expires_at)
-            self._cluster.call(self._cluster.server_for(new), lambda c, s=new: c.delete(s))
+            self._cluster.call(self._cluster.server_for(new), operator.methodcaller("delete", new))
             if killed is None:
                 raise NotFound("the session expired or was deleted")
         raise Conflict("the session kept changing under this rotate; try again")
@@ -219,7 +220,7 @@ class MemcachedSessionStore(SessionStore):
             slot = self._slot(record.id)
             self._cluster.call(
                 self._cluster.server_for(slot),
-                lambda c, s=slot, i=item, e=expire: c.set(s, i, expire=e, noreply=False),
+                operator.methodcaller("set", slot, item, expire=expire, noreply=False),
             )
             written += 1
         return written

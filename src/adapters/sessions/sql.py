@@ -225,11 +225,12 @@ class SqlSessionStore(SessionStore):
         iterator = iter(records)
         while batch := list(itertools.islice(iterator, IMPORT_BATCH)):
             now = self._clock.now()
+            checked = [(record, check_record(record)) for record in batch]
             rows = [
-                {"id": r.id, "data": check_record(r), "version": 1, "expires_at": r.expires_at}
-                for r in batch
+                {"id": r.id, "data": data, "version": 1, "expires_at": r.expires_at}
+                for r, data in checked
+                if r.expires_at > now
             ]
-            rows = [row for row in rows if row["expires_at"] > now]
             if not rows:
                 continue
             with _translate(), self._engine.begin() as conn:

@@ -146,7 +146,7 @@ class Scenario:
 
     def next_account(self) -> int:
         """Accounts are handed to virtual users round-robin."""
-        return next(self._next) % self.population.graph.size
+        return int(next(self._next)) % self.population.graph.size
 
     def take_session(self, account: int) -> tuple[Cookie, str] | None:
         """The seeding's session of ``account`` (cookie, CSRF token), once; later callers

@@ -13,7 +13,7 @@ import io
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from http.cookiejar import Cookie
 from typing import Any
 
@@ -178,7 +178,9 @@ def seed(
                 )
 
     progress(f"seeding {graph.edges} follows (Pareto), and a watcher following everyone")
-    plan = [(names[i], [names[j] for j in graph.following[i]]) for i in range(accounts)]
+    plan: list[tuple[str, Sequence[str]]] = [
+        (names[i], [names[j] for j in graph.following[i]]) for i in range(accounts)
+    ]
     plan.append((watcher, names))
     _run_all(pool, follow_all, plan)
 

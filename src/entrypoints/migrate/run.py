@@ -23,6 +23,7 @@ One run, in this order:
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -254,7 +255,9 @@ def _connect(side: Side, skip: frozenset[str], ledger: bool) -> None:
         databases = side.container.databases()
         for name in SQL_STORES:
             if name not in skip:
-                checks.append((f"the {name} store", lambda n=name: ping_all(databases.store(n))))
+                checks.append(
+                    (f"the {name} store", functools.partial(ping_all, databases.store(name)))
+                )
     if "blobs" not in skip:
         checks.append(("the blob store", lambda: side.container.blobs().ping()))
     if "sessions" not in skip:

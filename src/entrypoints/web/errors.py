@@ -156,8 +156,9 @@ def _http_error(error: HTTPException) -> Response | HTTPException:
 
         message = too_large_message(state().max_upload_bytes)
     response = error_response(error.code, _code_for_http(error), message)
-    if error.code == 405 and error.valid_methods:
-        response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+    allowed = getattr(error, "valid_methods", None)  # only MethodNotAllowed has it
+    if error.code == 405 and allowed:
+        response.headers["Allow"] = ", ".join(sorted(allowed))
     return response
 
 

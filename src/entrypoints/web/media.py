@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, redirect, request
+from werkzeug.wrappers import Response as BaseResponse
 
 from entrypoints.web.errors import ApiError
 from entrypoints.web.state import state
@@ -31,7 +32,7 @@ _DEFAULT_CACHE_CONTROL = "public, max-age=3600"
 
 
 @media.get("/media/<path:key>")
-def serve(key: str) -> Response:
+def serve(key: str) -> BaseResponse:
     web_state = state()
     store = web_state.blobs
     if "signature" in request.args or "expires" in request.args:

@@ -70,8 +70,8 @@ _BLOB_KEY = {
     "maxLength": 1024,
     "pattern": r"^(?!\.\.?(/|$))(?!.*/\.\.?(/|$))[^/\x00-\x1f\x7f\\]+(/[^/\x00-\x1f\x7f\\]+)*$",
 }
-_CSRF = [{"sessionCookie": [], "csrfToken": []}]
-_SESSION = [{"sessionCookie": []}]
+_CSRF: list[dict[str, list[str]]] = [{"sessionCookie": [], "csrfToken": []}]
+_SESSION: list[dict[str, list[str]]] = [{"sessionCookie": []}]
 
 _DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",

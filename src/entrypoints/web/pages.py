@@ -12,6 +12,7 @@ from urllib.parse import quote, urlsplit
 
 from flask import Blueprint, Response, g, redirect, render_template, request
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wrappers import Response as BaseResponse
 
 from entrypoints.web.api import read_upload
 from entrypoints.web.drain import drain_limit
@@ -54,7 +55,7 @@ def allow_large_upload_pages() -> None:
         request.max_content_length = drain_limit(state().max_upload_bytes)
 
 
-def _page(template: str, status: int = 200, **context: Any) -> Response:
+def _page(template: str, status: int = 200, **context: Any) -> BaseResponse:
     errors = context.pop("errors", [])
     response = Response(
         render_template(
@@ -69,7 +70,7 @@ def _page(template: str, status: int = 200, **context: Any) -> Response:
     return response
 
 
-def _login_redirect() -> Response:
+def _login_redirect() -> BaseResponse:
     return redirect("/login?next=" + quote(request.full_path.rstrip("?"), safe="/"), code=303)
 
 
@@ -101,7 +102,7 @@ def _sentence(message: str) -> str:
 
 
 @pages.get("/")
-def home() -> Response:
+def home() -> BaseResponse:
     user_id = current_user_id()
     if user_id is None:
         return _login_redirect()
@@ -117,7 +118,7 @@ def home() -> Response:
 
 
 @pages.route("/signup", methods=["GET", "POST"])
-def signup() -> Response:
+def signup() -> BaseResponse:
     if request.method == "GET":
         return _page("signup.html")
     username = request.form.get("username", "")
@@ -136,7 +137,7 @@ def signup() -> Response:
 
 
 @pages.route("/login", methods=["GET", "POST"])
-def login() -> Response:
+def login() -> BaseResponse:
     target = _safe_next(request.values.get("next"))
     if request.method == "GET":
         notice = "You are logged out." if request.args.get("logged_out") == "1" else None
@@ -154,14 +155,14 @@ def login() -> Response:
 
 
 @pages.post("/logout")
-def logout() -> Response:
+def logout() -> BaseResponse:
     log_out()
     # The session is gone, so no flash can carry the notice: the URL does.
     return redirect("/login?logged_out=1", code=303)
 
 
 @pages.route("/upload", methods=["GET", "POST"])
-def upload() -> Response:
+def upload() -> BaseResponse:
     user_id = current_user_id()
     if user_id is None:
         return _login_redirect()
@@ -195,7 +196,7 @@ def upload() -> Response:
 
 
 @pages.get("/users/<username>")
-def profile(username: str) -> Response:
+def profile(username: str) -> BaseResponse:
     service = state().service
     profile = service.profile(username)
     user_id = current_user_id()
@@ -206,16 +207,16 @@ def profile(username: str) -> Response:
 
 
 @pages.post("/users/<username>/follow")
-def follow(username: str) -> Response:
+def follow(username: str) -> BaseResponse:
     return _follow_action(username, follow=True)
 
 
 @pages.post("/users/<username>/unfollow")
-def unfollow(username: str) -> Response:
+def unfollow(username: str) -> BaseResponse:
     return _follow_action(username, follow=False)
 
 
-def _follow_action(username: str, *, follow: bool) -> Response:
+def _follow_action(username: str, *, follow: bool) -> BaseResponse:
     user_id = current_user_id()
     if user_id is None:
         return _login_redirect()
@@ -238,12 +239,12 @@ def _follow_action(username: str, *, follow: bool) -> Response:
 
 
 @pages.get("/photos/<photo_id>")
-def photo(photo_id: str) -> Response:
+def photo(photo_id: str) -> BaseResponse:
     return _page("photo.html", photo=state().service.get_photo(photo_id))
 
 
 @pages.route("/photos/<photo_id>/delete", methods=["GET", "POST"])
-def delete_photo(photo_id: str) -> Response:
+def delete_photo(photo_id: str) -> BaseResponse:
     user_id = current_user_id()
     if user_id is None:
         return _login_redirect()
@@ -261,7 +262,7 @@ def delete_photo(photo_id: str) -> Response:
 
 
 @pages.get("/people")
-def people() -> Response:
+def people() -> BaseResponse:
     query = request.args.get("q", "")
     after = request.args.get("after")
     try:

@@ -432,7 +432,7 @@ class PhotoFeed:
     def upload_photo(
         self,
         owner_id: str,
-        stream: BinaryIO,
+        stream: IO[bytes],
         *,
         caption: str = "",
         content_length: int | None = None,
@@ -524,7 +524,7 @@ class PhotoFeed:
                 logger.warning("could not delete blob %s (%s)", key, type(exc).__name__)
 
     @contextlib.contextmanager
-    def _spool(self, stream: BinaryIO) -> Iterator[tuple[BinaryIO, int]]:
+    def _spool(self, stream: IO[bytes]) -> Iterator[tuple[BinaryIO, int]]:
         """Copy ``stream`` into memory, or to a temporary file once it outgrows
         ``upload_memory_bytes``, counting bytes; yield the copy rewound and its size.
 
