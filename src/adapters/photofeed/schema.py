@@ -22,16 +22,16 @@ write transactions are serialised by ``BEGIN IMMEDIATE`` anyway).
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from adapters.sql.rows import by_logical, logical_of, ping_all, shard_index, shards_of
 from adapters.sql.shards import ShardedDatabase
-from scalecore.errors import ConfigError, InvalidInput
-from scalecore.ids import ID_LENGTH, shard_of
+from scalecore.errors import ConfigError
+from scalecore.ids import ID_LENGTH
 from scalecore.photofeed.models import FeedPosition
 
 __all__ = [
@@ -178,45 +178,6 @@ def check_database(database: object, store: str) -> ShardedDatabase:
     return database
 
 
-def shard_index(database: ShardedDatabase, some_id: object) -> int | None:
-    """The physical shard holding rows of ``some_id``'s logical shard; None if malformed."""
-    try:
-        return database.shard_for(shard_of(some_id))
-    except InvalidInput:
-        return None
-
-
-def logical_of(some_id: object) -> int | None:
-    """The logical shard of ``some_id``; None if it is not a well-formed id."""
-    try:
-        return shard_of(some_id)
-    except InvalidInput:
-        return None
-
-
-def by_logical(ids: Iterable[str]) -> dict[int, list[str]]:
-    """Group well-formed ids by logical shard (each id once); malformed ids are dropped.
-
-    The input of :meth:`ShardedDatabase.write_each` and ``query_each``, which run one
-    fenced transaction per database."""
-    grouped: dict[int, list[str]] = defaultdict(list)
-    for some_id in dict.fromkeys(ids):
-        logical = logical_of(some_id)
-        if logical is not None:
-            grouped[logical].append(some_id)
-    return dict(grouped)
-
-
-def shards_of(database: ShardedDatabase, ids: Iterable[str]) -> dict[int, list[str]]:
-    """Group well-formed ids by physical shard (each id once); malformed ids are dropped."""
-    grouped: dict[int, list[str]] = defaultdict(list)
-    for some_id in dict.fromkeys(ids):
-        index = shard_index(database, some_id)
-        if index is not None:
-            grouped[index].append(some_id)
-    return dict(grouped)
-
-
 def upsert(connection: sa.Connection, table: sa.Table) -> Any:
     """An ``INSERT`` supporting ``on_conflict_do_nothing``/``on_conflict_do_update`` for
     the connection's dialect (PostgreSQL or SQLite)."""
@@ -250,11 +211,4 @@ def below(
     return sa.or_(
         created < position.created_at,
         sa.and_(created == position.created_at, ident < position.photo_id),
-    )
-
-
-def ping_all(database: ShardedDatabase) -> None:
-    """Raise ``BackendUnavailable`` unless every shard answers."""
-    database.count(
-        lambda connection, _index: int(connection.execute(sa.text("SELECT 1")).scalar_one())
     )

@@ -12,9 +12,9 @@ repeats no visible effect), so the ledger saves work rather than guarding correc
 - ``photofeed.purge-outbox`` (@daily): forget events sent more than ``outbox_retention`` ago.
 - ``photofeed.purge-feed-tombstones`` (@daily): forget feed entries removed more than
   ``feed_tombstone_retention`` ago.
-- ``sessions.purge-expired`` (every 15m): only if the SessionStore declares ``PURGE``.
-- ``ledger.purge`` (@daily): only if the JobLedger declares ``PURGE``; forgets slots older
-  than ``ledger_retention``.
+- ``sessions.purge-expired`` and ``ledger.purge``: the library's housekeeping jobs
+  (:mod:`scalecore.maintenance`), added when the SessionStore or the JobLedger declares
+  ``PURGE``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from scalecore.capabilities import Capability
 from scalecore.cron import CronJob, JobContext
 from scalecore.errors import ConfigError
+from scalecore.maintenance import maintenance_jobs
 from scalecore.photofeed.service import PhotoFeed
 from scalecore.ports.ledger import JobLedger
 from scalecore.ports.sessions import SessionStore
@@ -96,22 +96,8 @@ def cron_jobs(
             lambda context: photofeed.purge_feed_tombstones(),
         ),
     ]
-    if sessions is not None and Capability.PURGE in sessions.capabilities:
-        store = sessions
-        jobs.append(
-            CronJob(
-                "sessions.purge-expired",
-                chosen["sessions.purge-expired"],
-                lambda context: store.purge_expired(),
-            )
-        )
-    if ledger is not None and Capability.PURGE in ledger.capabilities:
-        book = ledger
-        jobs.append(
-            CronJob(
-                "ledger.purge",
-                chosen["ledger.purge"],
-                lambda context: book.purge(context.slot - ledger_retention),
-            )
-        )
+    generic = {name: chosen[name] for name in ("sessions.purge-expired", "ledger.purge")}
+    jobs += maintenance_jobs(
+        sessions=sessions, ledger=ledger, schedules=generic, ledger_retention=ledger_retention
+    )
     return jobs

@@ -23,6 +23,7 @@ import attrs
 
 from scalecore.errors import InvalidInput
 from scalecore.ids import parse_id
+from scalecore.outbox import OutboxEvent
 from scalecore.types import JSONObject
 
 __all__ = [
@@ -253,21 +254,6 @@ class FeedEntry:
             added_at=later(self.added_at, other.added_at),
             removed_at=later(self.removed_at, other.removed_at),
         )
-
-
-@attrs.frozen
-class OutboxEvent:
-    """An event recorded in the same transaction as the change it announces.
-
-    ``id`` is an id of the owner's logical shard (so the event lives beside the row it is
-    about) and becomes the bus message id, which makes a second publish of the same event
-    recognisable to consumers.
-    """
-
-    id: str
-    topic: str
-    payload: JSONObject = attrs.field(eq=True, hash=False)
-    created_at: float
 
 
 # -- JSON forms, for caches ------------------------------------------------------------

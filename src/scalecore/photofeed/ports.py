@@ -18,19 +18,19 @@ as an error of another kind, because ids come from URLs.
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from typing import BinaryIO, ClassVar
 
 import attrs
 
 from scalecore.capabilities import Capability
+from scalecore.outbox import Outbox, OutboxEvent
 from scalecore.photofeed.models import (
     Account,
     FeedEntry,
     FeedPosition,
     FollowCounts,
     FollowEdge,
-    OutboxEvent,
     Photo,
     User,
 )
@@ -145,53 +145,8 @@ class PhotoRepository(_Repository):
         """Return which of ``photo_ids`` have a photo row (malformed ids never do)."""
 
 
-class OutboxRepository(_Repository):
-    """Events waiting to be published, claimed by relays with a lease.
-
-    A claim hides events from other claimants until its lease runs out or it is released,
-    so relays running at once in several processes split the work. A relay that dies
-    after publishing but before :meth:`mark_sent` leaves its events to be claimed again
-    when the lease expires: they are published twice, under the same message id.
-    """
-
-    @abc.abstractmethod
-    def claim(
-        self,
-        claimant: str,
-        *,
-        limit: int,
-        now: float,
-        lease: float,
-        ids: Collection[str] | None = None,
-    ) -> list[OutboxEvent]:
-        """Claim up to ``limit`` unsent events that no live claim holds, oldest first within
-        a shard, for ``lease`` seconds from ``now``; only those in ``ids`` when given.
-
-        Two concurrent claims never return the same event (while the lease lasts).
-        """
-
-    @abc.abstractmethod
-    def mark_sent(self, ids: Collection[str], *, now: float) -> None:
-        """Record the events as published; they are never claimed again. Idempotent."""
-
-    @abc.abstractmethod
-    def release(self, ids: Collection[str], claimant: str) -> None:
-        """Give up ``claimant``'s claim on unsent events so they can be claimed at once.
-        Events claimed by someone else meanwhile are left alone."""
-
-    @abc.abstractmethod
-    def pending_count(self) -> int:
-        """How many events are not yet sent (claimed or not)."""
-
-    @abc.abstractmethod
-    def oldest_pending_at(self) -> float | None:
-        """``created_at`` of the oldest event not yet sent (claimed or not); ``None`` when
-        every event is sent. With :meth:`pending_count`, what an operator watches: a relay
-        that stopped shows as an age that keeps growing."""
-
-    @abc.abstractmethod
-    def purge_sent(self, before: float) -> int:
-        """Delete events sent before ``before``; return how many."""
+#: The photo feed's outbox is the library's outbox port (:class:`scalecore.outbox.Outbox`).
+OutboxRepository = Outbox
 
 
 class FollowRepository(_Repository):
