@@ -55,14 +55,14 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from entrypoints.catalog import default_backends, embedded_options
 from scalecore.errors import ConfigError
-from scalecore.photofeed.stores import STORE_NAMES
 
 __all__ = [
     "ENV_PREFIX",
@@ -73,8 +73,11 @@ __all__ = [
     "PORT_SECTIONS",
     "TRACING_DEFAULTS",
     "WEB_DEFAULTS",
+    "Application",
     "Settings",
+    "check_keys",
     "env_name",
+    "load_config",
     "load_settings",
     "mask_secrets",
     "masked_keys",
@@ -84,14 +87,9 @@ ENV_PREFIX = "SCALECORE_"
 #: Variables with the prefix that are not key overrides.
 _NOT_OVERRIDES = frozenset({"SCALECORE_CONFIG"})
 
-#: Sections that pick an adapter of a port, with the embedded default backend.
-PORT_SECTIONS: Mapping[str, str] = {
-    "blobs": "localfs",
-    "sessions": "sql",
-    "bus": "inprocess",
-    "cache": "memory",
-    "ledger": "sql",
-}
+#: Sections that pick an adapter of a port, with the embedded default backend (from the
+#: registry, the one list of the ports).
+PORT_SECTIONS: Mapping[str, str] = default_backends()
 
 _DEPLOYMENT_KEYS: Mapping[str, type | tuple[type, ...]] = {
     "name": str,
@@ -133,9 +131,34 @@ _DATABASE_KEYS = frozenset({"strategy", "shards", "pins", "create_databases", "s
 #: Keys only the top-level [database] table takes.
 _DATABASE_TOP_KEYS = frozenset({"control"})
 _STRATEGIES = ("modulo", "jump", "directory")
-_SECTIONS = frozenset(
-    {"deployment", "database", "web", "logging", "tracing", "photofeed", *PORT_SECTIONS}
-)
+#: The sections every deployment has; an :class:`Application` adds its own.
+_SECTIONS = frozenset({"deployment", "database", "web", "logging", "tracing", *PORT_SECTIONS})
+
+
+@attrs.frozen
+class Application:
+    """What an application built on the library adds to the configuration.
+
+    ``section`` names its own table (``[photofeed]``), filled with ``defaults`` and checked
+    by ``validate`` (which raises ``ConfigError`` naming the key); ``stores`` are the
+    logical store names ``[database.stores]`` may give databases of their own (``None``:
+    any lower-case name, checked against the application's tables when the databases are
+    built).
+    """
+
+    section: str | None = None
+    defaults: Mapping[str, Any] = attrs.field(factory=dict)
+    validate: Callable[[Mapping[str, Any]], None] | None = None
+    stores: tuple[str, ...] | None = None
+
+    @property
+    def sections(self) -> frozenset[str]:
+        """Every section a config of this application may have."""
+        return _SECTIONS | {self.section} if self.section else _SECTIONS
+
+
+#: The library alone: the ports, the databases and the deployment's own sections.
+LIBRARY = Application()
 
 
 @attrs.frozen
@@ -203,18 +226,39 @@ def load_settings(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Read, merge and validate settings; raise ``ConfigError`` naming the key at fault."""
+    """The reference service's settings: :func:`load_config` with the ``[photofeed]``
+    section (:data:`entrypoints.photofeed.config.APPLICATION`)."""
+    from entrypoints.photofeed.config import APPLICATION
+
+    return load_config(path, environ, application=APPLICATION)
+
+
+def load_config(
+    source: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    application: Application = LIBRARY,
+) -> Settings:
+    """Read, merge and validate settings; raise ``ConfigError`` naming the key at fault.
+
+    ``source`` is a TOML file's path, a mapping of the same shape, or ``None`` for the
+    embedded defaults. ``environ`` (``os.environ`` when ``None``) supplies the
+    ``SCALECORE_<SECTION>__<KEY>`` overrides; pass ``{}`` to read no environment.
+    """
     environ = os.environ if environ is None else environ
-    if path is None:
+    if source is None:
         raw: dict[str, Any] = {}
-        source = "embedded defaults"
+        where = "embedded defaults"
+    elif isinstance(source, Mapping):
+        raw = copy.deepcopy(dict(source))
+        where = "a mapping"
     else:
-        raw = _read_toml(Path(path))
-        source = str(path)
-    _apply_env(raw, environ)
-    data = _with_defaults(raw)
-    _validate(data)
-    return Settings(data=data, source=source)
+        raw = _read_toml(Path(source))
+        where = str(source)
+    _apply_env(raw, environ, application)
+    data = _with_defaults(raw, application)
+    _validate(data, application)
+    return Settings(data=data, source=where)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -231,7 +275,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
 
 
-def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], application: Application) -> None:
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX) or name in _NOT_OVERRIDES:
             continue
@@ -241,7 +285,7 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
                 f"environment variable {name} must look like "
                 f"{ENV_PREFIX}<SECTION>__<KEY>, e.g. SCALECORE_CACHE__BACKEND"
             )
-        _check_section(parts[0], where=f"environment variable {name}")
+        _check_section(parts[0], application, where=f"environment variable {name}")
         target = raw
         for part in parts[:-1]:
             node = target.setdefault(part, {})
@@ -258,18 +302,19 @@ def _parse_env_value(text: str) -> Any:
         return text
 
 
-def _check_section(name: str, where: str) -> None:
-    if name not in _SECTIONS:
-        close = difflib.get_close_matches(name, sorted(_SECTIONS), n=1)
+def _check_section(name: str, application: Application, where: str) -> None:
+    known = application.sections
+    if name not in known:
+        close = difflib.get_close_matches(name, sorted(known), n=1)
         hint = f"; did you mean [{close[0]}]?" if close else ""
         raise ConfigError(
-            f"unknown section [{name}] in {where}; known: {', '.join(sorted(_SECTIONS))}{hint}"
+            f"unknown section [{name}] in {where}; known: {', '.join(sorted(known))}{hint}"
         )
 
 
-def _with_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
+def _with_defaults(raw: Mapping[str, Any], application: Application) -> dict[str, Any]:
     for name, value in raw.items():
-        _check_section(name, where="config")
+        _check_section(name, application, where="config")
         if not isinstance(value, dict):
             raise ConfigError("must be a table", key=name)
     data = copy.deepcopy(dict(raw))
@@ -282,8 +327,9 @@ def _with_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
     for port, backend in PORT_SECTIONS.items():
         section = data.setdefault(port, {})
         section.setdefault("backend", backend)
-        for key, value in _backend_defaults(port, section["backend"], data_dir).items():
-            section.setdefault(key, value)
+        if isinstance(data_dir, str):
+            for key, value in embedded_options(port, section["backend"], data_dir).items():
+                section.setdefault(key, value)
     database = data.setdefault("database", {})
     database.setdefault("strategy", "jump")
     if isinstance(data_dir, str):
@@ -298,25 +344,16 @@ def _with_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
     tracing_section = data.setdefault("tracing", {})
     for key, value in TRACING_DEFAULTS.items():
         tracing_section.setdefault(key, value)
-    data.setdefault("photofeed", {}).setdefault("repositories", "sql")
+    if application.section:
+        section = data.setdefault(application.section, {})
+        for key, value in application.defaults.items():
+            section.setdefault(key, copy.deepcopy(value))
     return data
 
 
-def _backend_defaults(port: str, backend: object, data_dir: object) -> dict[str, Any]:
-    """Options an embedded backend needs that have an obvious home under ``data_dir``."""
-    if not isinstance(data_dir, str):
-        return {}
-    defaults: dict[tuple[str, object], dict[str, Any]] = {
-        ("blobs", "localfs"): {"root": f"{data_dir}/blobs"},
-        ("sessions", "sql"): {"url": f"sqlite:///{data_dir}/sessions.db"},
-        ("ledger", "sql"): {"url": f"sqlite:///{data_dir}/ledger.db"},
-    }
-    return dict(defaults.get((port, backend), {}))
-
-
-def _validate(data: Mapping[str, Any]) -> None:
+def _validate(data: Mapping[str, Any], application: Application) -> None:
     deployment = data["deployment"]
-    _check_keys(deployment, _DEPLOYMENT_KEYS.keys(), "deployment")
+    check_keys(deployment, _DEPLOYMENT_KEYS.keys(), "deployment")
     for key, kind in _DEPLOYMENT_KEYS.items():
         if not isinstance(deployment[key], kind):
             raise ConfigError(
@@ -325,15 +362,16 @@ def _validate(data: Mapping[str, Any]) -> None:
     if not deployment["data_dir"]:
         raise ConfigError("must not be empty", key="deployment.data_dir")
     _refuse_masks(data)
-    _validate_database(data["database"], "database")
+    _validate_database(data["database"], "database", application.stores)
     _validate_web(data["web"])
     _validate_logging(data["logging"])
     _validate_tracing(data["tracing"])
-    _validate_photofeed(data["photofeed"])
+    if application.section and application.validate is not None:
+        application.validate(data[application.section])
 
 
 def _validate_web(web: Mapping[str, Any]) -> None:
-    _check_keys(web, WEB_DEFAULTS.keys(), "web")
+    check_keys(web, WEB_DEFAULTS.keys(), "web")
     for key, default in WEB_DEFAULTS.items():
         value = web[key]
         kind = type(default)
@@ -355,7 +393,7 @@ def _validate_web(web: Mapping[str, Any]) -> None:
 
 
 def _validate_logging(section: Mapping[str, Any]) -> None:
-    _check_keys(section, LOGGING_DEFAULTS.keys(), "logging")
+    check_keys(section, LOGGING_DEFAULTS.keys(), "logging")
     for key, allowed in (("format", LOG_FORMATS), ("level", LOG_LEVELS)):
         if section[key] not in allowed:
             raise ConfigError(
@@ -364,7 +402,7 @@ def _validate_logging(section: Mapping[str, Any]) -> None:
 
 
 def _validate_tracing(section: Mapping[str, Any]) -> None:
-    _check_keys(section, TRACING_DEFAULTS.keys(), "tracing")
+    check_keys(section, TRACING_DEFAULTS.keys(), "tracing")
     for key in TRACING_DEFAULTS:
         if not isinstance(section[key], str):
             raise ConfigError(f"must be a string, got {section[key]!r}", key=f"tracing.{key}")
@@ -382,37 +420,11 @@ def _validate_tracing(section: Mapping[str, Any]) -> None:
         )
 
 
-def _validate_photofeed(section: Mapping[str, Any]) -> None:
-    from scalecore.photofeed.settings import PhotoFeedSettings
-
-    options = dict(section)
-    repositories = options.pop("repositories")
-    for name in PHOTOFEED_ADAPTERS:
-        if not isinstance(options.pop(name, {}), dict):
-            raise ConfigError("must be a table of constructor options", key=f"photofeed.{name}")
-    if repositories not in PHOTOFEED_REPOSITORIES:
-        raise ConfigError(
-            f"must be one of {', '.join(PHOTOFEED_REPOSITORIES)}, got {repositories!r}",
-            key="photofeed.repositories",
-        )
-    known = [
-        "repositories",
-        *PHOTOFEED_ADAPTERS,
-        *(field.name for field in attrs.fields(PhotoFeedSettings)),
-    ]
-    _check_keys(options, known, "photofeed")
-    try:
-        PhotoFeedSettings.from_mapping(options)
-    except ConfigError as exc:
-        message = str(exc).removeprefix(f"{exc.key}: ") if exc.key else str(exc)
-        raise ConfigError(message, key=f"photofeed.{exc.key}" if exc.key else "photofeed") from None
-    except TypeError as exc:  # a value of a type the settings class cannot take
-        raise ConfigError(f"bad value: {exc}", key="photofeed") from None
-
-
-def _validate_database(section: Mapping[str, Any], where: str) -> None:
+def _validate_database(
+    section: Mapping[str, Any], where: str, store_names: tuple[str, ...] | None = None
+) -> None:
     top = where == "database"
-    _check_keys(section, _DATABASE_KEYS | _DATABASE_TOP_KEYS if top else _DATABASE_KEYS, where)
+    check_keys(section, _DATABASE_KEYS | _DATABASE_TOP_KEYS if top else _DATABASE_KEYS, where)
     if top and "control" in section:
         control = section["control"]
         if not isinstance(control, str) or not _DB_URL.match(control):
@@ -446,12 +458,16 @@ def _validate_database(section: Mapping[str, Any], where: str) -> None:
         raise ConfigError("must be a table of logical stores", key=f"{where}.stores")
     if where == "database":
         for name, store in stores.items():
-            if name not in STORE_NAMES:
-                close = difflib.get_close_matches(str(name), STORE_NAMES, n=1)
+            if store_names is not None and name not in store_names:
+                close = difflib.get_close_matches(str(name), store_names, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(
-                    f"unknown logical store; known: {', '.join(STORE_NAMES)}{hint}",
+                    f"unknown logical store; known: {', '.join(store_names)}{hint}",
                     key=f"{where}.stores.{name}",
+                )
+            if not isinstance(name, str) or not _STORE_NAME.match(name):
+                raise ConfigError(
+                    "a logical store name is a lower-case identifier", key=f"{where}.stores.{name}"
                 )
             if not isinstance(store, dict):
                 raise ConfigError("must be a table", key=f"{where}.stores.{name}")
@@ -465,7 +481,7 @@ def _validate_shard(shard: object, key: str) -> None:
     if isinstance(shard, str):
         url = shard
     elif isinstance(shard, dict):
-        _check_keys(shard, {"url", "replicas"}, key)
+        check_keys(shard, {"url", "replicas"}, key)
         url = shard.get("url")
         replicas = shard.get("replicas", [])
         if not isinstance(replicas, list) or not all(isinstance(r, str) and r for r in replicas):
@@ -478,10 +494,11 @@ def _validate_shard(shard: object, key: str) -> None:
         )
 
 
+_STORE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _DB_URL = re.compile(r"^(sqlite|postgresql)(\+\w+)?://")
 
 
-def _check_keys(section: Mapping[str, Any], known: Any, where: str) -> None:
+def check_keys(section: Mapping[str, Any], known: Any, where: str) -> None:
     known = set(known)
     for key in section:
         if key not in known:

@@ -1,7 +1,8 @@
 """Which adapter stands behind each backend name, and how to import it on first use.
 
 A registry per port maps the name used in config (``backend = "localfs"``) to the adapter's
-``"module:Class"`` and the install extra that provides its driver. Nothing is imported until
+``"module:Class"`` and the install extra that provides its driver (the table itself is
+:mod:`entrypoints.catalog`, the one list of the ports). Nothing is imported until
 the container asks for that one adapter, so an embedded install never needs boto3, pika or
 pymemcache. An unknown name is a :class:`~scalecore.errors.ConfigError` that lists the
 known names and suggests the closest; a missing driver names the extra to install.
@@ -11,57 +12,11 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Mapping
 
-import attrs
-
+from entrypoints.catalog import PORTS, AdapterEntry
 from scalecore.errors import ConfigError, MissingDriverError
 
 __all__ = ["PORTS", "AdapterEntry", "entry_for", "load_adapter"]
-
-
-@attrs.frozen
-class AdapterEntry:
-    """Where one adapter lives: ``target`` is ``"module:Class"``; ``extra`` its install extra."""
-
-    target: str
-    extra: str | None = None
-
-    @property
-    def module(self) -> str:
-        return self.target.partition(":")[0]
-
-    @property
-    def attribute(self) -> str:
-        return self.target.partition(":")[2]
-
-
-#: port section name -> backend name -> adapter.
-PORTS: Mapping[str, Mapping[str, AdapterEntry]] = {
-    "blobs": {
-        "memory": AdapterEntry("adapters.blob.memory:MemoryBlobStore"),
-        "localfs": AdapterEntry("adapters.blob.localfs:LocalFsBlobStore"),
-        "s3": AdapterEntry("adapters.blob.s3:S3BlobStore", extra="s3"),
-    },
-    "sessions": {
-        "memory": AdapterEntry("adapters.sessions.memory:MemorySessionStore"),
-        "sql": AdapterEntry("adapters.sessions.sql:SqlSessionStore"),
-        "memcached": AdapterEntry("adapters.sessions.memcached:MemcachedSessionStore", "memcached"),
-    },
-    "bus": {
-        "inprocess": AdapterEntry("adapters.bus.inprocess:InProcessBus"),
-        "rabbitmq": AdapterEntry("adapters.bus.rabbitmq:RabbitMqBus", extra="rabbitmq"),
-    },
-    "cache": {
-        "memory": AdapterEntry("adapters.cache.memory:MemoryCache"),
-        "memcached": AdapterEntry("adapters.cache.memcached:MemcachedCache", "memcached"),
-        "twotier": AdapterEntry("adapters.cache.twotier:TwoTierCache", "memcached"),
-    },
-    "ledger": {
-        "memory": AdapterEntry("adapters.ledger.memory:MemoryJobLedger"),
-        "sql": AdapterEntry("adapters.ledger.sql:SqlJobLedger"),
-    },
-}
 
 
 def entry_for(port: str, backend: object) -> AdapterEntry:

@@ -81,9 +81,10 @@ class SqlJobLedger(JobLedger):
     def __repr__(self) -> str:
         return f"<SqlJobLedger {self._engine.url.render_as_string(hide_password=True)}>"
 
-    def create_schema(self) -> None:
+    def create_schema(self) -> bool:
         """Create the ledger table and its index if missing (idempotent)."""
         create_tables(self._engine, metadata)
+        return True
 
     def claim(self, job: str, slot: int, owner: str, ttl: float) -> Claim | None:
         check_claim_args(job, slot, owner)

@@ -113,9 +113,10 @@ class SqlSessionStore(SessionStore):
     def __repr__(self) -> str:
         return f"<SqlSessionStore {self._engine.url.render_as_string(hide_password=True)}>"
 
-    def create_schema(self) -> None:
+    def create_schema(self) -> bool:
         """Create the sessions table and its index if missing (idempotent)."""
         create_tables(self._engine, metadata)
+        return True
 
     def create(self, data: Mapping[str, JSONValue] | None = None) -> Session:
         text = encode_data(data if data is not None else {})

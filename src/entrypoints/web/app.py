@@ -29,6 +29,7 @@ from entrypoints.web.requestlog import install_request_log
 from entrypoints.web.sessions import install_sessions
 from entrypoints.web.state import ServiceContainer, WebState, attach
 from scalecore.photofeed.events import TOPOLOGY
+from scalecore.ports.cache import CacheStats
 
 __all__ = ["MULTIPART_OVERHEAD", "create_app", "create_ops_app"]
 
@@ -179,11 +180,11 @@ def _count_queries(app: Flask, metrics: Metrics, statements: Callable[[], int]) 
     app.after_request(record)
 
 
-def _cache_stats(container: ServiceContainer, service: Any) -> dict[str, object]:
-    """Stats objects by cache name: the Cache adapter's, and each CachedLoader's."""
-    stats: dict[str, object] = {}
+def _cache_stats(container: ServiceContainer, service: Any) -> dict[str, CacheStats]:
+    """Stats by cache name: the Cache adapter's, and each CachedLoader's."""
+    stats: dict[str, CacheStats] = {}
     cache = container.cache()
-    stats[str(getattr(cache, "name", "cache"))] = cache.stats
+    stats[cache.name] = cache.stats
     for name, attribute in _LOADERS:
         loader = getattr(service, attribute, None)
         if loader is not None:

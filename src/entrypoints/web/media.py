@@ -36,10 +36,7 @@ def serve(key: str) -> BaseResponse:
     web_state = state()
     store = web_state.blobs
     if "signature" in request.args or "expires" in request.args:
-        verify = getattr(store, "verify_url", None)
-        if verify is None or not verify(
-            key, request.args.get("expires"), request.args.get("signature")
-        ):
+        if not store.verify_url(key, request.args.get("expires"), request.args.get("signature")):
             raise ApiError(403, "invalid_signature", "this media link is invalid or has expired")
         return _send(store, key)
     if web_state.web["media_redirect"] and Capability.DIRECT_URL in store.capabilities:

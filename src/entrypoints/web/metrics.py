@@ -50,6 +50,7 @@ from typing import Any, Final
 import attrs
 
 from scalecore.busstats import OUTCOMES
+from scalecore.ports.cache import CacheStats
 
 __all__ = [
     "CONTENT_TYPE",
@@ -89,7 +90,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 class MetricSources:
     """Where the counters kept by the core come from, read on every sync.
 
-    ``caches``: CacheStats-like objects (``snapshot() -> dict``) by cache name. ``bus``:
+    ``caches``: :class:`~scalecore.ports.cache.CacheStats` by cache name. ``bus``:
     the process's Bus (its ``stats``, and ``depth`` of each of ``queues``); the bus
     counters of every (topic, group) of ``topology`` show from the start, at 0. ``outbox``:
     the outbox repository whose backlog to report. ``cron``: a scheduler's CronStats.
@@ -98,7 +99,7 @@ class MetricSources:
     store (its ``stats``). Sources a process lacks stay ``None``.
     """
 
-    caches: Callable[[], Mapping[str, Any]] = dict
+    caches: Callable[[], Mapping[str, CacheStats]] = dict
     bus: Callable[[], Any] | None = None
     queues: tuple[tuple[str, str], ...] = ()
     topology: tuple[tuple[str, str], ...] = ()
@@ -330,7 +331,7 @@ class Metrics:
                     _log.warning("metrics: reading the %s counters failed", name, exc_info=True)
 
     def _sync_caches(self) -> None:
-        snapshots = {name: _snapshot(stats) for name, stats in self.sources.caches().items()}
+        snapshots = {name: stats.snapshot() for name, stats in self.sources.caches().items()}
         self._cache_requests.update(
             ((name, result), float(snapshot.get(field, 0)))
             for name, snapshot in snapshots.items()
@@ -440,15 +441,6 @@ class Metrics:
             _log.warning("metrics: reading the backends failed", exc_info=True)
         data: bytes = generate_latest(self._registry)
         return data
-
-
-def _snapshot(stats: object) -> Mapping[str, int]:
-    snapshot = getattr(stats, "snapshot", None)
-    if callable(snapshot):
-        value = snapshot()
-        if isinstance(value, Mapping):
-            return value
-    return {}
 
 
 def multiprocess_dir() -> str | None:

@@ -277,10 +277,7 @@ def _save_session(response: Response) -> Response:
 def _needs_touch(session: Session) -> bool:
     """Restart the TTL of a session used after half its lifetime, not on every request."""
     web_state = state()
-    ttl = getattr(web_state.sessions, "ttl", None)
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
-        return False
-    return session.expires_at - web_state.clock.now() < ttl / 2
+    return session.expires_at - web_state.clock.now() < web_state.sessions.ttl / 2
 
 
 def install_sessions(app: Flask) -> None:

@@ -263,6 +263,14 @@ class BlobStore(abc.ABC):
         require(self, Capability.DIRECT_URL, "url_for")
         raise AssertionError("an adapter declaring DIRECT_URL must override url_for")
 
+    def verify_url(self, key: object, expires: object, signature: object) -> bool:
+        """Whether ``expires`` and ``signature`` (from a request's query string) are a live
+        signature made by :meth:`url_for` for ``key``. Only a store whose URLs point back at
+        the application (an HMAC-signed app URL) can verify one; the others, whose URLs go
+        to the storage service itself, answer ``False``. Never raises for malformed input.
+        """
+        return False
+
     def get(self, key: str) -> bytes:
         """Return the whole object; for small objects only (prefer :meth:`open`)."""
         with self.open(key) as stream:
@@ -287,6 +295,13 @@ class BlobStore(abc.ABC):
             if page.next_after is None:
                 return
             after = page.next_after
+
+    def create_schema(self) -> bool:
+        """Create what the backend must hold before first use (tables), where missing, and
+        return ``True``; a backend with nothing to create returns ``False``. Idempotent,
+        safe from several processes at once. Called by ``scalecore db init``, ``scalecore
+        run`` and the library entry on a fresh deployment."""
+        return False
 
     def ping(self) -> None:
         """Raise ``BackendUnavailable`` unless the backend answers. Used by readiness checks."""

@@ -133,6 +133,13 @@ class Cache(abc.ABC):
         taken over cannot delete its successor's.
         """
 
+    def create_schema(self) -> bool:
+        """Create what the backend must hold before first use (tables), where missing, and
+        return ``True``; a backend with nothing to create returns ``False``. Idempotent,
+        safe from several processes at once. Called by ``scalecore db init``, ``scalecore
+        run`` and the library entry on a fresh deployment."""
+        return False
+
     def ping(self) -> None:
         """Raise ``BackendUnavailable`` unless the backend answers."""
 

@@ -147,6 +147,8 @@ class SessionStore(abc.ABC):
     """
 
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    #: Seconds a session lives after it was last saved or touched; set by every adapter.
+    ttl: float
 
     @abc.abstractmethod
     def create(self, data: Mapping[str, JSONValue] | None = None) -> Session:
@@ -207,6 +209,13 @@ class SessionStore(abc.ABC):
 
         require(self, Capability.IMPORT, "import_sessions")
         raise AssertionError("an adapter declaring IMPORT must override import_sessions")
+
+    def create_schema(self) -> bool:
+        """Create what the backend must hold before first use (tables), where missing, and
+        return ``True``; a backend with nothing to create returns ``False``. Idempotent,
+        safe from several processes at once. Called by ``scalecore db init``, ``scalecore
+        run`` and the library entry on a fresh deployment."""
+        return False
 
     def ping(self) -> None:
         """Raise ``BackendUnavailable`` unless the backend answers."""
