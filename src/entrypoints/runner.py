@@ -140,28 +140,24 @@ def apart_warnings(settings: Settings, part: str, *, workers: int = 1) -> list[s
     multi-node refuses such settings outright.)
     """
     from entrypoints.registry import load_adapter
-    from scalecore.capabilities import Capability
+    from scalecore.capabilities import Capability, declared
 
     problems: list[str] = []
     backend = settings.port("bus")[0]
-    if Capability.SHARED not in getattr(load_adapter("bus", backend), "capabilities", ()):
+    if Capability.SHARED not in declared(load_adapter("bus", backend)):
         problems.append(
             f"warning: bus backend {backend!r} is not shared between processes: events "
             f"published by `scalecore {part}` reach no other process; use a shared bus, or "
             "`scalecore run` for one process"
         )
     backend = settings.port("sessions")[0]
-    if workers > 1 and Capability.SHARED not in getattr(
-        load_adapter("sessions", backend), "capabilities", ()
-    ):
+    if workers > 1 and Capability.SHARED not in declared(load_adapter("sessions", backend)):
         problems.append(
             f"warning: sessions backend {backend!r} is not shared between the {workers} "
             "workers: a user is logged out whenever another worker answers"
         )
     backend = settings.port("cache")[0]
-    if workers > 1 and Capability.SHARED not in getattr(
-        load_adapter("cache", backend), "capabilities", ()
-    ):
+    if workers > 1 and Capability.SHARED not in declared(load_adapter("cache", backend)):
         problems.append(
             f"warning: cache backend {backend!r} is not shared between the {workers} "
             "workers: an invalidation reaches only the worker that made it, so the others "

@@ -12,7 +12,7 @@ import enum
 
 from scalecore.errors import UnsupportedOperation
 
-__all__ = ["Capability", "require"]
+__all__ = ["Capability", "declared", "require"]
 
 
 class Capability(enum.StrEnum):
@@ -38,10 +38,16 @@ class Capability(enum.StrEnum):
     IMPORT = "import"
 
 
+def declared(adapter: object) -> frozenset[Capability]:
+    """The capabilities ``adapter`` (an instance or its class) declares: every port class
+    has a ``capabilities`` class attribute; anything else declares none."""
+    capabilities: frozenset[Capability] = getattr(adapter, "capabilities", frozenset())
+    return capabilities
+
+
 def require(adapter: object, capability: Capability, operation: str) -> None:
     """Raise :class:`UnsupportedOperation` unless ``adapter`` declares ``capability``."""
-    declared: frozenset[Capability] = getattr(adapter, "capabilities", frozenset())
-    if capability not in declared:
+    if capability not in declared(adapter):
         name = type(adapter).__name__
         raise UnsupportedOperation(
             f"{name} does not support {operation}: it lacks the {capability.value!r} capability"

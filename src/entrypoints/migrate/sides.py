@@ -42,10 +42,9 @@ class Side:
 
     def capabilities(self, port: str) -> frozenset[Capability]:
         from entrypoints.registry import load_adapter
+        from scalecore.capabilities import declared
 
-        adapter = load_adapter(port, self.backend(port))
-        declared: frozenset[Capability] = getattr(adapter, "capabilities", frozenset())
-        return declared
+        return declared(load_adapter(port, self.backend(port)))
 
     @property
     def sql_repositories(self) -> bool:
