@@ -46,6 +46,11 @@ class Closer:
         self._items: list[tuple[str, Callable[[], object]]] = []
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        """How many things wait to be closed."""
+        with self._lock:
+            return len(self._items)
+
     def add(self, name: str, close: Callable[[], object]) -> None:
         with self._lock:
             self._items.append((name, close))
