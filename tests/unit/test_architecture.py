@@ -86,3 +86,20 @@ def test_the_architecture_diagram_boxes_are_drawn_straight() -> None:
     lines = _diagram().splitlines()
     entrypoints_box = [line for line in lines if line.startswith(("┌──", "│ ", "└──"))][:12]
     assert len({len(line) for line in entrypoints_box}) == 1, entrypoints_box
+
+
+def test_the_catalog_is_the_one_list_of_ports() -> None:
+    """A port added to the catalog gets its config section, embedded default, provider and
+    library accessor without another list to edit (docs/architecture.md, "Adding a port")."""
+    from entrypoints.catalog import PORTS
+    from entrypoints.config import PORT_SECTIONS, load_config
+    from entrypoints.library import Deployment
+    from entrypoints.wiring.core import CoreContainer
+
+    assert list(PORT_SECTIONS) == list(PORTS)
+    defaults = load_config(None, {}).data
+    for port, backends in PORTS.items():
+        assert backends[PORT_SECTIONS[port]].default
+        assert defaults[port]["backend"] == PORT_SECTIONS[port]
+        assert port in CoreContainer.providers
+        assert isinstance(getattr(Deployment, port), property)
