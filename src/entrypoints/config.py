@@ -46,6 +46,9 @@ the sessions, so a restart logs nobody out), a local blob folder, an in-process 
 cache.
 
 Loading validates shape and types and names the key at fault; it never connects anywhere.
+:func:`load_config` is the library's loader: the sections above but ``[photofeed]``, plus
+the section of an :class:`Application` built on the library; :func:`load_settings` is the
+reference service's (the photo feed's section, :mod:`entrypoints.photofeed.config`).
 """
 
 from __future__ import annotations
