@@ -104,12 +104,14 @@ def open_deployment(
     validate_settings(settings, needs)
     stores, outbox_store = _stores(tables)
     deployment = Deployment(settings, CoreContainer(settings=settings, tables=stores), outbox_store)
-    if create_schema:
-        try:
+    try:
+        # [database] against the application's stores: checked before anything connects.
+        deployment.databases  # noqa: B018
+        if create_schema:
             deployment.create_schema()
-        except BaseException:
-            deployment.close()
-            raise
+    except BaseException:
+        deployment.close()
+        raise
     return deployment
 
 

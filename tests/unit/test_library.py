@@ -126,6 +126,23 @@ def test_multi_node_refuses_puppies_and_capabilities_are_checked(tmp_path: Path)
         open_deployment(config(tmp_path, photofeed={"repositories": "sql"}))
 
 
+def test_database_stores_are_checked_against_the_applications_tables(tmp_path: Path) -> None:
+    tables = {"orders": sa.MetaData(), "audit": sa.MetaData()}
+    store = {"shards": [f"sqlite:///{tmp_path}/audit.db"]}
+    with open_deployment(
+        config(tmp_path, database={"stores": {"audit": store}}), tables=tables
+    ) as deployment:
+        assert deployment.databases.names == ("audit", "orders")
+        assert deployment.database("audit") is not deployment.database("orders")
+        assert "scalecore_outbox" in deployment.database("orders").metadata.tables
+    with pytest.raises(ConfigError, match=r"database\.stores\.audti: unknown logical store; "
+                       r"known: audit, orders; did you mean 'audit'\?"):  # fmt: skip
+        open_deployment(
+            config(tmp_path / "b", database={"stores": {"audti": store}}), tables=tables
+        )
+    assert not (tmp_path / "b" / "data" / "sessions.db").exists()  # refused before connecting
+
+
 def test_the_environment_counts_only_when_asked(tmp_path: Path) -> None:
     file = tmp_path / "app.toml"
     file.write_text(f'[deployment]\ndata_dir = "{tmp_path / "d"}"\n[ledger]\nbackend = "memory"\n')
