@@ -80,7 +80,21 @@ def test_the_example_runs_on_the_distributed_config(
         "SCALECORE_LEDGER__URL": scratch_database("lib11_ledger"),
         "SCALECORE_DATABASE__SHARDS": "[" + ", ".join(f'"{url}"' for url in shards) + "]",
     }
-    result = run(script, tmp_path, env)
+    try:
+        result = run(script, tmp_path, env)
+    finally:
+        _delete_queues(amqp_url, env["SCALECORE_BUS__EXCHANGE"])
     check_output(result)
     assert f"from {DISTRIBUTED}" in result.stdout
     assert "download link: http://127.0.0.1:25000/" in result.stdout
+
+
+def _delete_queues(url: str, exchange: str) -> None:
+    # Durable queues outlive the run: delete the example's, or a shared broker collects them.
+    from adapters.bus.rabbitmq import RabbitMqBus
+
+    bus = RabbitMqBus(url=url, exchange=exchange)
+    try:
+        bus.delete_group("shop.order-placed", "mailer")
+    finally:
+        bus.close()
