@@ -13,7 +13,6 @@ Differs from the port: nothing. A photo id carries its owner's logical shard, so
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -28,6 +27,7 @@ from adapters.photofeed.schema import (
     photos_table,
     ping_all,
 )
+from adapters.sql.outbox import outbox_row
 from adapters.sql.shards import ShardedDatabase
 from scalecore.capabilities import Capability
 from scalecore.errors import InvalidInput, NotFound
@@ -122,19 +122,6 @@ class SqlPhotoRepository(PhotoRepository):
 
     def ping(self) -> None:
         ping_all(self._db)
-
-
-def outbox_row(event: OutboxEvent) -> dict[str, Any]:
-    """The outbox row of a new (unclaimed, unsent) event."""
-    return {
-        "id": event.id,
-        "topic": event.topic,
-        "payload": json.dumps(event.payload, separators=(",", ":")),
-        "created_at": event.created_at,
-        "claimant": None,
-        "claimed_until": None,
-        "sent_at": None,
-    }
 
 
 def _row(photo: Photo) -> dict[str, Any]:
