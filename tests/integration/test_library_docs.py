@@ -4,6 +4,7 @@ deploy/distributed.toml on real servers, on fresh deployments with no ``db init`
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -98,3 +99,41 @@ def _delete_queues(url: str, exchange: str) -> None:
         bus.delete_group("shop.order-placed", "mailer")
     finally:
         bus.close()
+
+
+def test_servers_starting_at_once_on_a_fresh_deployment_all_create_the_schema(
+    tmp_path: Path, scratch_database: Callable[[str], str]
+) -> None:
+    """Every server opens the deployment at start-up; the CREATE races between them are
+    lost quietly, never a failed start."""
+    shards = [scratch_database("lib11_race"), scratch_database("lib11_race")]
+    config = {
+        "deployment": {"data_dir": str(tmp_path / "data")},
+        "ledger": {"url": scratch_database("lib11_race_ledger"), "create_database": True},
+        "database": {"shards": shards, "create_databases": True},
+    }
+    script = tmp_path / "start.py"
+    script.write_text(
+        "import json, sys\n"
+        "import sqlalchemy as sa\n"
+        "from entrypoints.library import open_deployment\n"
+        "tables = sa.MetaData()\n"
+        "sa.Table('shop_items', tables, sa.Column('id', sa.String(40), primary_key=True))\n"
+        "with open_deployment(json.loads(sys.argv[1]), tables=tables) as deployment:\n"
+        "    print(deployment.create_schema())\n"
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SCALECORE_")}
+    starts = [
+        subprocess.Popen(
+            [sys.executable, str(script), json.dumps(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=base,
+        )
+        for _ in range(4)
+    ]
+    results = [(start, *start.communicate(timeout=120)) for start in starts]
+    for start, out, err in results:
+        assert start.returncode == 0, err
+        assert "database (main)" in out

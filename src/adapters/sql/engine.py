@@ -123,7 +123,10 @@ def _create_postgres_database(engine: sa.Engine) -> None:
             ).scalar()
             if not exists:
                 quoted = admin.dialect.identifier_preparer.quote(name)
-                with contextlib.suppress(sa_exc.ProgrammingError):  # created concurrently
+                # Created concurrently by another process: PostgreSQL reports the race as
+                # DuplicateDatabase, or, when both inserts reach pg_database at once, as a
+                # unique violation of its name index.
+                with contextlib.suppress(sa_exc.ProgrammingError, sa_exc.IntegrityError):
                     conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
     finally:
         admin.dispose()

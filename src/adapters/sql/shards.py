@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from adapters.sql.engine import make_engine, translate_errors
+from adapters.sql.engine import create_tables, make_engine, translate_errors
 from adapters.sql.layout import (
     LAYOUT_TTL,
     OWNED,
@@ -611,11 +611,12 @@ class ShardedDatabase:
             return self._executor
 
     def create_schema(self) -> None:
-        """Create the metadata's missing tables and indexes on every primary; idempotent."""
+        """Create the metadata's missing tables and indexes on every primary; idempotent,
+        and safe when several processes run it at once."""
         for index, config in enumerate(self._shards):
             try:
                 with translate_errors():
-                    self._metadata.create_all(self._engine(config.url, primary=True))
+                    create_tables(self._engine(config.url, primary=True), self._metadata)
             except BackendUnavailable as exc:
                 raise BackendUnavailable(f"shard {index}: cannot create the schema") from exc
 
