@@ -1229,6 +1229,16 @@ def test_a_healthy_store_answers_ping(blob_store: BlobStore) -> None:
     blob_store.ping()
 
 
+def test_create_schema_is_idempotent_and_the_store_works_after_it(blob_store: BlobStore) -> None:
+    """``create_schema()`` says whether the backend keeps tables, the same each time, and
+    leaves a working store (``db init`` and the library entry call it on every start)."""
+    store = blob_store
+    first = store.create_schema()
+    assert isinstance(first, bool)
+    assert store.create_schema() is first
+    store.ping()
+
+
 @pytest.mark.parametrize("name", [name for name, cls in BACKENDS.items() if cls.breakable])
 def test_an_unreachable_backend_raises_backend_unavailable(
     name: str, request: pytest.FixtureRequest, tmp_path: Path

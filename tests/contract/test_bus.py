@@ -921,3 +921,12 @@ def test_inprocess_sync_first_request_made_while_starting(topic: str) -> None:
     bus.publish(topic, "queued before start")
     bus.start()
     assert answers == ["queued before start"]
+
+
+def test_create_schema_is_idempotent_and_the_bus_works_after_it(bus: Bus) -> None:
+    """``create_schema()`` says whether the backend keeps tables, the same each time, and
+    leaves a working bus (``db init`` and the library entry call it on every start)."""
+    first = bus.create_schema()
+    assert isinstance(first, bool)
+    assert bus.create_schema() is first
+    bus.ping()

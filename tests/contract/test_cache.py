@@ -527,6 +527,18 @@ def test_ping_and_close_succeed_on_a_working_cache(make_cache: Callable[[], Cach
     cache.close()  # idempotent
 
 
+def test_create_schema_is_idempotent_and_the_cache_works_after_it(
+    make_cache: Callable[[], Cache],
+) -> None:
+    """``create_schema()`` says whether the backend keeps tables, the same each time, and
+    leaves a working cache (``db init`` and the library entry call it on every start)."""
+    cache = make_cache()
+    first = cache.create_schema()
+    assert isinstance(first, bool)
+    assert cache.create_schema() is first
+    cache.ping()
+
+
 # -- stateful: the cache behaves like a dict (no TTLs, nothing evicted at this size) ---------
 
 MODEL_KEYS = st.sampled_from(["a", "b c", "\x01", "ü", "#h", "z" * 300])

@@ -386,6 +386,16 @@ def test_ping_and_close_are_harmless(make_ledger: Factory) -> None:
     ledger.close()
 
 
+def test_create_schema_is_idempotent_and_the_ledger_works_after_it(make_ledger: Factory) -> None:
+    """``create_schema()`` says whether the backend keeps tables, the same each time, and
+    leaves a working ledger (``db init`` and the library entry call it on every start)."""
+    ledger = make_ledger()
+    first = ledger.create_schema()
+    assert isinstance(first, bool)
+    assert ledger.create_schema() is first
+    ledger.ping()
+
+
 def test_sql_options_are_checked(tmp_path: Any) -> None:
     with pytest.raises(ConfigError, match="url"):
         SqlJobLedger(url="")

@@ -578,6 +578,16 @@ def test_ping_and_close_are_harmless(make_store: Factory) -> None:
     store.close()
 
 
+def test_create_schema_is_idempotent_and_the_store_works_after_it(make_store: Factory) -> None:
+    """``create_schema()`` says whether the backend keeps tables, the same each time, and
+    leaves a working store (``db init`` and the library entry call it on every start)."""
+    store = make_store()
+    first = store.create_schema()
+    assert isinstance(first, bool)
+    assert store.create_schema() is first
+    store.ping()
+
+
 def test_reprs_never_show_session_ids(store: SessionStore) -> None:
     session = store.create({"a": 1})
     assert session.id not in repr(session)
