@@ -1225,6 +1225,13 @@ def test_objects_survive_a_restart_iff_durable(
             restarted.head("kept")
 
 
+def test_verify_url_refuses_forged_and_malformed_links(blob_store: BlobStore) -> None:
+    blob_store.put("photos/one.jpg", b"one", content_type="image/jpeg")
+    far = str(2**40)
+    for expires, signature in [(far, "0" * 64), (None, None), ("soon", "x"), (far, "")]:
+        assert blob_store.verify_url("photos/one.jpg", expires, signature) is False
+
+
 def test_a_healthy_store_answers_ping(blob_store: BlobStore) -> None:
     blob_store.ping()
 
