@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, g, request
 
@@ -31,6 +31,9 @@ from entrypoints.web.state import ServiceContainer, WebState, attach
 from scalecore.photofeed.events import TOPOLOGY
 from scalecore.ports.cache import CacheStats
 
+if TYPE_CHECKING:
+    from scalecore.photofeed.service import PhotoFeed
+
 __all__ = ["MULTIPART_OVERHEAD", "create_app", "create_ops_app"]
 
 _PACKAGE = Path(__file__).resolve().parent.parent
@@ -40,13 +43,6 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 MULTIPART_OVERHEAD = 64 * 1024
 #: Form fields other than files (the caption, the CSRF token) are small.
 _MAX_FORM_MEMORY = 64 * 1024
-
-#: The service's stampede-safe loaders, by the ``cache`` label their metrics carry.
-_LOADERS = (
-    ("photofeed.profiles", "profiles"),
-    ("photofeed.popular", "popular_lists"),
-    ("photofeed.feed", "feed_pages"),
-)
 
 _HTML_POLICY = (
     "default-src 'self'; img-src 'self' data: https: http:; style-src 'self'; "
@@ -180,16 +176,16 @@ def _count_queries(app: Flask, metrics: Metrics, statements: Callable[[], int]) 
     app.after_request(record)
 
 
-def _cache_stats(container: ServiceContainer, service: Any) -> dict[str, CacheStats]:
-    """Stats by cache name: the Cache adapter's, and each CachedLoader's."""
-    stats: dict[str, CacheStats] = {}
+def _cache_stats(container: ServiceContainer, service: PhotoFeed) -> dict[str, CacheStats]:
+    """Stats by the ``cache`` label their metrics carry: the Cache adapter's, and each of
+    the service's stampede-safe loaders'."""
     cache = container.cache()
-    stats[cache.name] = cache.stats
-    for name, attribute in _LOADERS:
-        loader = getattr(service, attribute, None)
-        if loader is not None:
-            stats[name] = loader.stats
-    return stats
+    return {
+        cache.name: cache.stats,
+        "photofeed.profiles": service.profiles.stats,
+        "photofeed.popular": service.popular_lists.stats,
+        "photofeed.feed": service.feed_pages.stats,
+    }
 
 
 def _security_headers(response: Response) -> Response:
