@@ -23,6 +23,7 @@ from typing import Any, Generic, Literal, TypeVar, cast
 
 from scalecore.errors import InvalidInput
 from scalecore.types import JSONObject, JSONValue
+from scalecore.validate import is_finite_number
 
 __all__ = ["Bias", "LWWElementSet", "merge_all"]
 
@@ -185,11 +186,7 @@ class LWWElementSet(Generic[T]):
 
 
 def _check_ts(timestamp: object) -> float:
-    if (
-        isinstance(timestamp, bool)
-        or not isinstance(timestamp, int | float)
-        or (isinstance(timestamp, float) and not math.isfinite(timestamp))
-    ):
+    if not is_finite_number(timestamp):
         raise InvalidInput(f"a timestamp must be a finite number, got {timestamp!r}")
     return timestamp
 

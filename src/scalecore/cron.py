@@ -47,6 +47,7 @@ import attrs
 from scalecore.clock import Clock, SystemClock
 from scalecore.errors import InvalidInput, LeaseLost, ScalecoreError
 from scalecore.ports.ledger import Claim, JobLedger
+from scalecore.validate import check_seconds
 
 __all__ = [
     "CronJob",
@@ -372,10 +373,7 @@ def _check_job_name(_instance: object, _attribute: object, value: str) -> None:
 
 
 def _check_ttl(_instance: object, _attribute: object, value: float) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-        raise InvalidInput(f"claim_ttl must be a positive number of seconds, not {value!r}")
-    if not math.isfinite(value):
-        raise InvalidInput("claim_ttl must be finite")
+    check_seconds(value, "claim_ttl")
 
 
 @attrs.frozen
@@ -634,8 +632,7 @@ class Scheduler:
         slot starts sooner; polling is what notices released and expired claims. Returns
         once ``stop_event`` is set; a pass already running finishes first.
         """
-        if not isinstance(poll_interval, int | float) or not poll_interval > 0:
-            raise InvalidInput(f"poll_interval must be positive, not {poll_interval!r}")
+        check_seconds(poll_interval, "poll_interval")
         while not stop_event.is_set():
             self.run_due()
             if not self.jobs:

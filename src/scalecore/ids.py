@@ -32,6 +32,7 @@ import attrs
 from scalecore.clock import Clock, SystemClock
 from scalecore.errors import InvalidInput
 from scalecore.routing import stable_hash
+from scalecore.validate import check_int, is_int
 
 __all__ = [
     "ID_LENGTH",
@@ -74,7 +75,7 @@ def logical_shard_for(key: int | str) -> int:
     ``stable_hash(key) % LOGICAL_SHARDS``: the same in every process. ``42`` and ``"42"``
     are different keys. Raises :class:`InvalidInput` for other types.
     """
-    if isinstance(key, bool) or not isinstance(key, int | str):
+    if not (is_int(key) or isinstance(key, str)):
         raise InvalidInput(f"a shard key must be an int or a str, not {type(key).__name__}")
     return stable_hash(key) % LOGICAL_SHARDS
 
@@ -187,5 +188,4 @@ class IdGenerator:
 
 
 def _check_field(name: str, value: object, maximum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
-        raise InvalidInput(f"{name} must be an integer from 0 to {maximum}, got {value!r}")
+    check_int(value, name, minimum=0, maximum=maximum)

@@ -29,6 +29,7 @@ from scalecore.clock import Clock, SystemClock
 from scalecore.errors import ConfigError, ScalecoreError
 from scalecore.ports.bus import Bus
 from scalecore.types import JSONObject
+from scalecore.validate import check_int, check_seconds
 
 __all__ = ["Outbox", "OutboxEvent", "OutboxRelay"]
 
@@ -128,10 +129,8 @@ class OutboxRelay:
         lease: float = 60.0,
         batch: int = 100,
     ) -> None:
-        if isinstance(lease, bool) or not isinstance(lease, int | float) or not lease > 0:
-            raise ConfigError(f"must be seconds > 0, got {lease!r}", key="lease")
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ConfigError(f"must be an integer >= 1, got {batch!r}", key="batch")
+        check_seconds(lease, "lease", error=ConfigError)
+        check_int(batch, "batch", minimum=1, error=ConfigError)
         self.outbox = outbox
         self.bus = bus
         self.lease = float(lease)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import attrs
 
 from scalecore.errors import ConfigError, InvalidInput
+from scalecore.validate import check_int, is_int, is_number
 
 __all__ = ["MAX_RETRY_DELAY", "RetryPolicy"]
 
@@ -87,7 +88,7 @@ class RetryPolicy:
 
 
 def _max_attempts_problem(value: object) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         return f"must be an integer, not {type(value).__name__}"
     if value < 1:
         return f"must be at least 1, got {value}"
@@ -98,7 +99,7 @@ def _delays_problem(delays: tuple[object, ...]) -> str | None:
     if not delays:
         return "must hold at least one delay"
     for index, delay in enumerate(delays):
-        if isinstance(delay, bool) or not isinstance(delay, int | float):
+        if not is_number(delay):
             return f"[{index}] must be a number of seconds, not {type(delay).__name__}"
         if not math.isfinite(delay) or not 0 <= delay <= MAX_RETRY_DELAY:
             return f"[{index}] must be between 0 and {MAX_RETRY_DELAY:g} seconds, got {delay!r}"
@@ -106,5 +107,4 @@ def _delays_problem(delays: tuple[object, ...]) -> str | None:
 
 
 def _check_attempt(attempt: object) -> None:
-    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
-        raise InvalidInput(f"attempt must be an integer >= 1, got {attempt!r}")
+    check_int(attempt, "attempt", minimum=1)

@@ -26,6 +26,7 @@ from typing import Final
 
 from scalecore.errors import ConfigError, InvalidInput
 from scalecore.ports.sharding import ShardKey, ShardRouter
+from scalecore.validate import check_int, is_int
 
 __all__ = [
     "STRATEGIES",
@@ -58,7 +59,7 @@ def stable_hash(key: int | str | bytes) -> int:
     is frozen: changing it would move every stored row, and a test pins known values.
     Raises :class:`InvalidInput` for any other type (``bool`` included).
     """
-    if isinstance(key, bool) or not isinstance(key, int | str | bytes):
+    if not (is_int(key) or isinstance(key, str | bytes)):
         raise InvalidInput(f"cannot hash a {type(key).__name__}; expected int, str or bytes")
     if isinstance(key, int):
         data = _INT_TAG + str(key).encode("ascii")
@@ -70,15 +71,13 @@ def stable_hash(key: int | str | bytes) -> int:
 
 
 def _check_key(key: object) -> ShardKey:
-    if isinstance(key, bool) or not isinstance(key, int | str):
+    if not (is_int(key) or isinstance(key, str)):
         raise InvalidInput(f"a shard key must be an int or a str, not {type(key).__name__}")
     return key
 
 
 def _check_shard_count(shards: object) -> int:
-    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
-        raise ConfigError(f"must be an integer of at least 1, got {shards!r}", key="shards")
-    return shards
+    return check_int(shards, "shards", minimum=1, error=ConfigError)
 
 
 def jump_hash(key: int, buckets: int) -> int:
@@ -161,13 +160,9 @@ class DirectoryRouter(ShardRouter):
         count = fallback.shard_count
         checked: dict[ShardKey, int] = {}
         for key, shard in (pins or {}).items():
-            if isinstance(key, bool) or not isinstance(key, int | str):
+            if not (is_int(key) or isinstance(key, str)):
                 raise ConfigError(f"pin keys must be int or str, got {key!r}", key="pins")
-            if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < count:
-                raise ConfigError(
-                    f"must be a shard index from 0 to {count - 1}, got {shard!r}",
-                    key=f"pins.{key}",
-                )
+            check_int(shard, f"pins.{key}", minimum=0, maximum=count - 1, error=ConfigError)
             checked[key] = shard
         self._pins = checked
 

@@ -22,6 +22,7 @@ import re
 
 from scalecore.clock import Clock
 from scalecore.errors import InvalidInput
+from scalecore.validate import is_int
 
 __all__ = ["MIN_SECRET_BYTES", "expiry_after", "parse_expires", "sign", "verify"]
 
@@ -42,7 +43,7 @@ def sign(secret: bytes, key: str, expires_at: int) -> str:
     _check_secret(secret)
     if not isinstance(key, str):
         raise InvalidInput(f"the signed key must be a string, not {type(key).__name__}")
-    if isinstance(expires_at, bool) or not isinstance(expires_at, int) or expires_at < 0:
+    if not is_int(expires_at) or expires_at < 0:
         raise InvalidInput(f"expires_at must be a non-negative int, not {expires_at!r}")
     return _digest(secret, key, expires_at)
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 import random
 import threading
 import uuid
@@ -47,6 +46,7 @@ from scalecore.keys import normalise_cache_key
 from scalecore.ports.cache import NO_VALUE, Cache, CacheStats
 from scalecore.singleflight import SKIPPED, SingleFlight
 from scalecore.types import JSONValue
+from scalecore.validate import check_seconds, is_finite_number, is_int
 
 __all__ = ["DEFAULT", "CachedLoader", "Default"]
 
@@ -155,8 +155,7 @@ class CachedLoader:
             )
         except _BadOption as exc:
             raise ConfigError(exc.problem, key=exc.option) from None
-        if not _is_seconds(poll_interval) or poll_interval <= 0:
-            raise ConfigError(f"must be seconds > 0, not {poll_interval!r}", key="poll_interval")
+        check_seconds(poll_interval, "poll_interval", error=ConfigError)
         if clock is not None and not isinstance(clock, Clock):
             raise ConfigError(f"must be a Clock, not {type(clock).__name__}", key="clock")
         self.cache = cache
@@ -465,12 +464,8 @@ class _BadOption(InvalidInput):
         super().__init__(f"{option} {problem}")
 
 
-def _is_seconds(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-
-
 def _seconds(option: str, value: object) -> float:
-    if not isinstance(value, int | float) or not _is_seconds(value):
+    if not is_finite_number(value):
         raise _BadOption(option, f"must be a number, not {value!r}")
     return float(value)
 
@@ -515,9 +510,9 @@ def _parse(raw: object) -> _Envelope | None:
         return None
     fence = raw.get("fence")
     fresh_until = raw.get("fresh_until")
-    if isinstance(fence, bool) or not isinstance(fence, int):
+    if not is_int(fence):
         return None
-    if fresh_until is not None and not _is_seconds(fresh_until):
+    if fresh_until is not None and not is_finite_number(fresh_until):
         return None
     if "v" not in raw:
         return _Envelope(fence=fence, has_value=False)

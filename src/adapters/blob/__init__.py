@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from scalecore.errors import InvalidInput
 from scalecore.keys import validate_blob_prefix
+from scalecore.validate import check_int
 
 __all__ = [
     "CHUNK_SIZE",
@@ -80,10 +81,7 @@ def check_list_args(prefix: object, after: object, limit: object) -> tuple[str, 
     ``limit`` outside 1..:data:`MAX_LIST_LIMIT`.
     """
     valid_prefix = validate_blob_prefix(prefix)
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise InvalidInput(f"limit must be an int, not {type(limit).__name__}")
-    if not 1 <= limit <= MAX_LIST_LIMIT:
-        raise InvalidInput(f"limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}")
+    check_int(limit, "limit", minimum=1, maximum=MAX_LIST_LIMIT)
     if after is None:
         return valid_prefix, None
     if not isinstance(after, str):
@@ -93,11 +91,7 @@ def check_list_args(prefix: object, after: object, limit: object) -> tuple[str, 
 
 def check_expires_in(expires_in: object) -> int:
     """Return ``url_for``'s lifetime if it is an int in 1..:data:`MAX_URL_SECONDS`."""
-    if isinstance(expires_in, bool) or not isinstance(expires_in, int):
-        raise InvalidInput(f"expires_in must be an int, not {type(expires_in).__name__}")
-    if not 1 <= expires_in <= MAX_URL_SECONDS:
-        raise InvalidInput(f"expires_in must be between 1 and {MAX_URL_SECONDS} seconds")
-    return expires_in
+    return check_int(expires_in, "expires_in", minimum=1, maximum=MAX_URL_SECONDS)
 
 
 def key_order(key: str) -> bytes:

@@ -78,6 +78,7 @@ from scalecore.ports.blobstore import (
     BlobStream,
 )
 from scalecore.signing import MIN_SECRET_BYTES, expiry_after, sign, verify
+from scalecore.validate import is_int
 
 __all__ = ["LocalFsBlobStore"]
 
@@ -637,7 +638,7 @@ def _parse_record(document: Any) -> tuple[str, BlobInfo]:
     etag, size = document["etag"], document["size"]
     if not isinstance(etag, str) or not _ETAG.fullmatch(etag):
         raise ValueError(f"bad etag {etag!r}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+    if not is_int(size) or size < 0:
         raise ValueError(f"bad size {size!r}")
     key, content_type, cache_control = (
         document["key"],

@@ -93,6 +93,7 @@ from scalecore.ports.blobstore import (
     BlobStore,
     BlobStream,
 )
+from scalecore.validate import check_int, check_seconds
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -181,10 +182,22 @@ class S3BlobStore(BlobStore):
         if not isinstance(create_bucket, bool):
             raise ConfigError("must be true or false", key="create_bucket")
         self._create_bucket = create_bucket
-        self._threshold = _check_int(multipart_threshold, "multipart_threshold", 0, _MAX_SINGLE)
-        self._part_size = _check_int(part_size, "part_size", _MIN_PART, _MAX_PART)
-        self._presign_max = _check_int(
-            presign_expires_max, "presign_expires_max", 1, MAX_URL_SECONDS
+        self._threshold = check_int(
+            multipart_threshold,
+            "multipart_threshold",
+            minimum=0,
+            maximum=_MAX_SINGLE,
+            error=ConfigError,
+        )
+        self._part_size = check_int(
+            part_size, "part_size", minimum=_MIN_PART, maximum=_MAX_PART, error=ConfigError
+        )
+        self._presign_max = check_int(
+            presign_expires_max,
+            "presign_expires_max",
+            minimum=1,
+            maximum=MAX_URL_SECONDS,
+            error=ConfigError,
         )
         if addressing_style not in ("auto", "path", "virtual"):
             raise ConfigError(
@@ -195,10 +208,16 @@ class S3BlobStore(BlobStore):
             region_name=region,
             # SigV4 everywhere: presigned SigV2 links are refused by newer regions.
             signature_version="s3v4",
-            connect_timeout=_check_seconds(connect_timeout, "connect_timeout"),
-            read_timeout=_check_seconds(read_timeout, "read_timeout"),
+            connect_timeout=check_seconds(
+                connect_timeout, "connect_timeout", maximum=3600, error=ConfigError
+            ),
+            read_timeout=check_seconds(
+                read_timeout, "read_timeout", maximum=3600, error=ConfigError
+            ),
             retries={
-                "total_max_attempts": _check_int(max_attempts, "max_attempts", 1, 20),
+                "total_max_attempts": check_int(
+                    max_attempts, "max_attempts", minimum=1, maximum=20, error=ConfigError
+                ),
                 "mode": "standard",
             },
             max_pool_connections=_POOL_CONNECTIONS,
@@ -852,19 +871,3 @@ def _check_credentials(
     if session_token is not None:
         credentials["aws_session_token"] = str(session_token)
     return credentials
-
-
-def _check_int(value: object, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"must be an integer, not {type(value).__name__}", key=name)
-    if not low <= value <= high:
-        raise ConfigError(f"must be between {low} and {high}, got {value}", key=name)
-    return value
-
-
-def _check_seconds(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"must be a number of seconds, not {type(value).__name__}", key=name)
-    if not (0 < value <= 3600 and math.isfinite(value)):
-        raise ConfigError(f"must be more than 0 and at most 3600 seconds, got {value}", key=name)
-    return float(value)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -24,6 +23,7 @@ from scalecore import propagation
 from scalecore.errors import BackendUnavailable, InvalidInput
 from scalecore.ports.bus import Bus, Message, Subscription, validate_name
 from scalecore.types import JSONValue
+from scalecore.validate import check_json
 
 __all__ = [
     "CORRELATION_ID_HEADER",
@@ -58,7 +58,7 @@ _MAX_HEADER_VALUE = 4096
 
 def encode_payload(payload: object) -> str:
     """Return ``payload`` as JSON text, or raise ``InvalidInput`` naming what is not JSON."""
-    _check_json(payload)
+    check_json(payload, "payload", max_depth=MAX_DEPTH)
     try:
         return json.dumps(payload, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as exc:  # belt and braces after the check
@@ -195,35 +195,3 @@ class RepliesOverTopics(Bus):
             self.publish(
                 reply_to, error_reply("the responder returned a non-JSON value"), headers=headers
             )
-
-
-def _check_json(payload: object) -> None:
-    # Iterative, with a depth bound: a deep or self-containing structure is refused with
-    # InvalidInput instead of blowing the stack.
-    stack: list[tuple[object, int, tuple[object, ...]]] = [(payload, 0, ())]
-    while stack:
-        value, depth, path = stack.pop()
-        if value is None or isinstance(value, bool | int | str):
-            continue
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                raise InvalidInput(f"{_where(path)} is {value!r}; JSON has no NaN or infinity")
-            continue
-        if depth >= MAX_DEPTH:
-            raise InvalidInput(f"payload is nested more than {MAX_DEPTH} levels deep")
-        if isinstance(value, list):
-            stack.extend((item, depth + 1, (*path, index)) for index, item in enumerate(value))
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    raise InvalidInput(
-                        f"{_where(path)} has a {type(key).__name__} key; JSON object keys "
-                        "are strings"
-                    )
-                stack.append((item, depth + 1, (*path, key)))
-        else:
-            raise InvalidInput(f"{_where(path)} is a {type(value).__name__}, which is not JSON")
-
-
-def _where(path: tuple[object, ...]) -> str:
-    return "payload" + "".join(f"[{step!r}]" for step in path)

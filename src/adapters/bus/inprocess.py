@@ -23,7 +23,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import math
 import threading
 import time
 import uuid
@@ -52,6 +51,7 @@ from scalecore.errors import BackendUnavailable, ConfigError, InvalidInput
 from scalecore.ports.bus import Handler, Message, QueueDepth, Subscription, validate_name
 from scalecore.retry import RetryPolicy
 from scalecore.types import JSONValue
+from scalecore.validate import check_int, check_seconds
 
 __all__ = ["InProcessBus"]
 
@@ -148,8 +148,7 @@ class InProcessBus(RepliesOverTopics):
         self._policy = RetryPolicy.from_options(
             max_attempts=max_attempts, retry_delays=retry_delays
         )
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ConfigError(f"must be an integer >= 1, got {workers!r}", key="workers")
+        check_int(workers, "workers", minimum=1, error=ConfigError)
         if clock is not None and not isinstance(clock, Clock):
             raise ConfigError(f"must be a Clock, not {type(clock).__name__}", key="clock")
         self.mode = mode
@@ -297,7 +296,7 @@ class InProcessBus(RepliesOverTopics):
         Queued messages stay queued for the next :meth:`start`. Handlers running in the
         calling thread (stop called from a handler) are not waited for. Idempotent.
         """
-        deadline = time.monotonic() + _check_timeout(timeout)
+        deadline = time.monotonic() + check_seconds(timeout, "timeout", allow_zero=True)
         own = self._handling()
         current = threading.current_thread()
         with self._lock:
@@ -323,7 +322,7 @@ class InProcessBus(RepliesOverTopics):
         calling thread; from inside a handler in sync mode it returns False at once (the
         delivery loop already running in this thread will carry on after the handler).
         """
-        deadline = time.monotonic() + _check_timeout(timeout)
+        deadline = time.monotonic() + check_seconds(timeout, "timeout", allow_zero=True)
         if self._sync:
             if getattr(self._local, "pumping", False):
                 return False
@@ -533,7 +532,7 @@ class InProcessBus(RepliesOverTopics):
         the responder's exception type and text). Works from inside a handler in both modes.
         """
         validate_name(topic)
-        wait = _check_timeout(timeout)
+        wait = check_seconds(timeout, "timeout", allow_zero=True)
         encode_payload(payload)  # refuse a bad payload before subscribing anything
         reply_topic = self._reply_subscription()
         correlation_id = uuid.uuid4().hex
@@ -571,14 +570,3 @@ class InProcessBus(RepliesOverTopics):
         if waiter is not None:  # else the requester gave up; a late reply is dropped
             waiter.reply = message.payload
             waiter.done.set()
-
-
-def _check_timeout(timeout: object) -> float:
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not math.isfinite(timeout)
-        or timeout < 0
-    ):
-        raise InvalidInput(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
-    return float(timeout)

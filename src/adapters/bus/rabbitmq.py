@@ -33,7 +33,6 @@ import copy
 import hashlib
 import itertools
 import logging
-import math
 import os
 import queue
 import random
@@ -77,6 +76,7 @@ from scalecore.ports.bus import (
 )
 from scalecore.retry import RetryPolicy
 from scalecore.types import JSONValue
+from scalecore.validate import check_int, check_seconds, is_int
 
 __all__ = ["RabbitMqBus"]
 
@@ -131,23 +131,6 @@ def _is_not_found(exc: BaseException) -> bool:
 # -- options ------------------------------------------------------------------------------
 
 
-def _positive_number(value: object, key: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigError(f"must be a finite number of seconds > 0, got {value!r}", key=key)
-    return float(value)
-
-
-def _bounded_int(value: object, key: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"must be an integer from {low} to {high}, got {value!r}", key=key)
-    return value
-
-
 def _check_url(url: object) -> str:
     if not isinstance(url, str) or not url.startswith(("amqp://", "amqps://")):
         raise ConfigError("must be an amqp:// or amqps:// URL", key="url")
@@ -172,17 +155,6 @@ def _check_exchange(exchange: object) -> str:
             key="exchange",
         )
     return exchange
-
-
-def _check_timeout(timeout: object) -> float:
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not math.isfinite(timeout)
-        or timeout < 0
-    ):
-        raise InvalidInput(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
-    return float(timeout)
 
 
 # -- wire format --------------------------------------------------------------------------
@@ -227,7 +199,7 @@ def _copy_properties(properties: pika.BasicProperties, attempt: int) -> pika.Bas
 
 def _attempt_of(properties: pika.BasicProperties) -> int:
     attempt = (properties.headers or {}).get(ATTEMPT_HEADER)
-    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+    if not is_int(attempt) or attempt < 1:
         return 1
     return attempt
 
@@ -1035,14 +1007,16 @@ class RabbitMqBus(RepliesOverTopics):
     ) -> None:
         self._url = _check_url(url)
         self.exchange = _check_exchange(exchange)
-        self.prefetch = _bounded_int(prefetch, "prefetch", 1, 65535)
+        self.prefetch = check_int(prefetch, "prefetch", minimum=1, maximum=65535, error=ConfigError)
         self._policy = RetryPolicy.from_options(
             max_attempts=max_attempts, retry_delays=retry_delays
         )
-        self.workers = _bounded_int(workers, "workers", 1, 1024)
-        self.heartbeat = _bounded_int(heartbeat, "heartbeat", 0, 65535)
-        self.connect_timeout = _positive_number(connect_timeout, "connect_timeout")
-        self.publish_timeout = _positive_number(publish_timeout, "publish_timeout")
+        self.workers = check_int(workers, "workers", minimum=1, maximum=1024, error=ConfigError)
+        self.heartbeat = check_int(
+            heartbeat, "heartbeat", minimum=0, maximum=65535, error=ConfigError
+        )
+        self.connect_timeout = check_seconds(connect_timeout, "connect_timeout", error=ConfigError)
+        self.publish_timeout = check_seconds(publish_timeout, "publish_timeout", error=ConfigError)
         if clock is not None and not isinstance(clock, Clock):
             raise ConfigError(f"must be a Clock, not {type(clock).__name__}", key="clock")
         self._clock: Clock = clock or SystemClock()
@@ -1300,7 +1274,7 @@ class RabbitMqBus(RepliesOverTopics):
         timeout passes finishes on its thread and its outcome counts. Handlers running in
         the calling thread (stop called from a handler) are not waited for. Idempotent.
         """
-        deadline = time.monotonic() + _check_timeout(timeout)
+        deadline = time.monotonic() + check_seconds(timeout, "timeout", allow_zero=True)
         own: int = getattr(self._local, "handling", 0)
         with self._lock:
             self._running = False
@@ -1475,7 +1449,7 @@ class RabbitMqBus(RepliesOverTopics):
         inside a handler, and whether or not this bus is started.
         """
         validate_name(topic)
-        wait = _check_timeout(timeout)
+        wait = check_seconds(timeout, "timeout", allow_zero=True)
         began = time.monotonic()
         envelope = self._envelope(topic, payload, None, None)  # refuse a bad payload first
         reply_topic = self._reply_topic()

@@ -41,7 +41,7 @@ import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Final
 
-from adapters.cache import check_namespace, check_ttl, check_ttl_option, decode_value, encode_value
+from adapters.cache import check_namespace, decode_value, encode_value
 from adapters.memcached.cluster import (
     EXPIRE_NOW,
     CommandRefused,
@@ -55,6 +55,7 @@ from scalecore.errors import BackendUnavailable, ConfigError, Conflict, InvalidI
 from scalecore.keys import normalise_cache_key
 from scalecore.ports.cache import NO_VALUE, Cache, CasToken, NoValue
 from scalecore.types import JSONValue
+from scalecore.validate import check_int, check_optional_seconds, is_int
 
 __all__ = ["MemcachedCache"]
 
@@ -86,7 +87,7 @@ class MemcachedCache(Cache):
             raise ConfigError(f"must be a non-empty string, not {name!r}", key="name")
         super().__init__(name=name)
         self.namespace = check_namespace(namespace)
-        self.default_ttl = check_ttl_option(default_ttl, "default_ttl")
+        self.default_ttl = check_optional_seconds(default_ttl, "default_ttl", error=ConfigError)
         self._cluster = MemcachedCluster(
             servers=servers,
             connect_timeout=connect_timeout,
@@ -154,8 +155,7 @@ class MemcachedCache(Cache):
         )
 
     def incr(self, key: str, delta: int = 1, ttl: float | None = None) -> int:
-        if isinstance(delta, bool) or not isinstance(delta, int):
-            raise InvalidInput(f"incr delta must be an integer, not {delta!r}")
+        check_int(delta, "incr delta")
         slot = self._slot(key)
         expire, flags = self._expiry(ttl)
         server = self._cluster.server_for(slot)
@@ -256,7 +256,7 @@ class MemcachedCache(Cache):
 
     def _expiry(self, ttl: float | None) -> tuple[int, int]:
         """memcached's ``exptime`` for ``ttl``, and the flags recording the expiry time."""
-        seconds = check_ttl(ttl)
+        seconds = check_optional_seconds(ttl, "ttl")
         if seconds is None:
             seconds = self.default_ttl
         if seconds is None:
@@ -296,7 +296,7 @@ class MemcachedCache(Cache):
                     return delta
                 continue
             current = _decode(stored)
-            if isinstance(current, bool) or not isinstance(current, int):
+            if not is_int(current):
                 raise InvalidInput(f"cannot incr key {key!r}: its value is not an integer")
             # Keep the counter's own expiry (to the second): a TTL applies at creation only.
             expires_at = _expires_at(stored)
@@ -325,4 +325,4 @@ def _expires_at(stored: Stored) -> float | None:
 
 
 def _is_token(token: object) -> bool:
-    return isinstance(token, int) and not isinstance(token, bool) and token >= 0
+    return is_int(token) and token >= 0

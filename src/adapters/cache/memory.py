@@ -22,13 +22,14 @@ from typing import ClassVar
 
 import attrs
 
-from adapters.cache import check_namespace, check_ttl, check_ttl_option, decode_value, encode_value
+from adapters.cache import check_namespace, decode_value, encode_value
 from scalecore.capabilities import Capability
 from scalecore.clock import Clock, SystemClock
 from scalecore.errors import ConfigError, InvalidInput
 from scalecore.keys import normalise_cache_key
 from scalecore.ports.cache import NO_VALUE, Cache, CasToken, NoValue
 from scalecore.types import JSONValue
+from scalecore.validate import check_int, check_optional_seconds, is_int
 
 __all__ = ["MemoryCache"]
 
@@ -54,15 +55,14 @@ class MemoryCache(Cache):
         clock: Clock | None = None,
         namespace: str = "",
     ) -> None:
-        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
-            raise ConfigError(f"must be an integer >= 1, not {max_entries!r}", key="max_entries")
+        check_int(max_entries, "max_entries", minimum=1, error=ConfigError)
         if not isinstance(name, str) or not name:
             raise ConfigError(f"must be a non-empty string, not {name!r}", key="name")
         if clock is not None and not isinstance(clock, Clock):
             raise ConfigError(f"must be a Clock, not {type(clock).__name__}", key="clock")
         super().__init__(name=name)
         self.max_entries = max_entries
-        self.default_ttl = check_ttl_option(default_ttl, "default_ttl")
+        self.default_ttl = check_optional_seconds(default_ttl, "default_ttl", error=ConfigError)
         self.namespace = check_namespace(namespace)
         self._clock: Clock = clock or SystemClock()
         self._lock = threading.Lock()
@@ -132,15 +132,14 @@ class MemoryCache(Cache):
             self._entries.pop(slot, None)
 
     def incr(self, key: str, delta: int = 1, ttl: float | None = None) -> int:
-        if isinstance(delta, bool) or not isinstance(delta, int):
-            raise InvalidInput(f"incr delta must be an integer, not {delta!r}")
+        check_int(delta, "incr delta")
         slot, expires_at = self._slot(key), self._expiry(ttl)
         with self._lock:
             entry = self._live(slot)
             current = 0
             if entry is not None:
                 stored = decode_value(entry.text)
-                if isinstance(stored, bool) or not isinstance(stored, int):
+                if not is_int(stored):
                     raise InvalidInput(f"cannot incr key {key!r}: its value is not an integer")
                 current = stored
                 expires_at = entry.expires_at  # the TTL applies only when the counter is made
@@ -180,7 +179,7 @@ class MemoryCache(Cache):
         return normalise_cache_key(key, namespace=self.namespace)
 
     def _expiry(self, ttl: float | None) -> float | None:
-        seconds = check_ttl(ttl)
+        seconds = check_optional_seconds(ttl, "ttl")
         if seconds is None:
             seconds = self.default_ttl
         return None if seconds is None else self._clock.monotonic() + seconds

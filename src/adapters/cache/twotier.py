@@ -31,14 +31,14 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import ClassVar, Final
 
-from adapters.cache import check_ttl
 from adapters.cache.memcached import MemcachedCache
 from adapters.cache.memory import MemoryCache
 from scalecore.capabilities import Capability
 from scalecore.clock import Clock, SystemClock
-from scalecore.errors import ConfigError, InvalidInput
+from scalecore.errors import ConfigError
 from scalecore.ports.cache import NO_VALUE, Cache, CasToken, NoValue
 from scalecore.types import JSONValue
+from scalecore.validate import check_int, check_optional_seconds, check_seconds
 
 __all__ = ["TwoTierCache"]
 
@@ -66,22 +66,9 @@ class TwoTierCache(Cache):
         name: str = "default",
         clock: Clock | None = None,
     ) -> None:
-        try:
-            checked_local_ttl = check_ttl(local_ttl)
-        except InvalidInput:
-            checked_local_ttl = None
-        if checked_local_ttl is None:  # None too: it is the staleness bound
-            raise ConfigError(
-                f"must be a number of seconds > 0, not {local_ttl!r}", key="local_ttl"
-            )
-        if (
-            isinstance(local_max_entries, bool)
-            or not isinstance(local_max_entries, int)
-            or local_max_entries < 1
-        ):
-            raise ConfigError(
-                f"must be an integer >= 1, not {local_max_entries!r}", key="local_max_entries"
-            )
+        # Not optional: it is the staleness bound.
+        checked_local_ttl = check_seconds(local_ttl, "local_ttl", error=ConfigError)
+        check_int(local_max_entries, "local_max_entries", minimum=1, error=ConfigError)
         self._shared = MemcachedCache(
             servers=servers,
             namespace=namespace,
@@ -199,7 +186,7 @@ class TwoTierCache(Cache):
     # -- internals -----------------------------------------------------------------------
 
     def _local_ttl(self, ttl: float | None) -> float:
-        seconds = check_ttl(ttl)
+        seconds = check_optional_seconds(ttl, "ttl")
         if seconds is None:
             seconds = self.default_ttl
         return self.local_ttl if seconds is None else min(seconds, self.local_ttl)

@@ -11,8 +11,9 @@ import math
 
 from scalecore.errors import InvalidInput
 from scalecore.ports.ledger import Claim
+from scalecore.validate import is_int, is_number
 
-__all__ = ["MAX_NAME_LENGTH", "check_before", "check_claim", "check_claim_args", "check_ttl"]
+__all__ = ["MAX_NAME_LENGTH", "check_before", "check_claim", "check_claim_args"]
 
 #: Longest job name or owner; matches ``scalecore.cron.MAX_JOB_NAME``.
 MAX_NAME_LENGTH = 200
@@ -25,19 +26,10 @@ def check_claim_args(job: object, slot: object, owner: object) -> None:
             raise InvalidInput(f"{what} must be a non-empty string, not {value!r}")
         if len(value) > MAX_NAME_LENGTH:
             raise InvalidInput(f"{what} must be at most {MAX_NAME_LENGTH} characters")
-    if isinstance(slot, bool) or not isinstance(slot, int):
+    if not is_int(slot):
         raise InvalidInput(f"slot must be an integer (epoch seconds), not {slot!r}")
     if not -(2**63) <= slot < 2**63:
         raise InvalidInput("slot is out of range for a 64-bit integer")
-
-
-def check_ttl(ttl: object) -> float:
-    """Return ``ttl`` as a float, or raise ``InvalidInput`` unless it is positive and finite."""
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
-        raise InvalidInput(f"ttl must be a number of seconds, not {ttl!r}")
-    if not math.isfinite(ttl) or ttl <= 0:
-        raise InvalidInput(f"ttl must be a positive number of seconds, not {ttl!r}")
-    return float(ttl)
 
 
 def check_claim(claim: object) -> Claim:
@@ -50,6 +42,6 @@ def check_claim(claim: object) -> Claim:
 
 def check_before(before: object) -> float:
     """Return ``before`` (epoch seconds) as a float, or raise ``InvalidInput``."""
-    if isinstance(before, bool) or not isinstance(before, int | float) or math.isnan(before):
+    if not is_number(before) or math.isnan(before):
         raise InvalidInput(f"before must be epoch seconds, not {before!r}")
     return float(before)

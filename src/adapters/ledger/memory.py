@@ -16,11 +16,12 @@ from typing import ClassVar
 
 import attrs
 
-from adapters.ledger import check_before, check_claim, check_claim_args, check_ttl
+from adapters.ledger import check_before, check_claim, check_claim_args
 from scalecore.capabilities import Capability
 from scalecore.clock import Clock, SystemClock
 from scalecore.errors import ConfigError, LeaseLost
 from scalecore.ports.ledger import Claim, JobLedger
+from scalecore.validate import check_seconds
 
 __all__ = ["MemoryJobLedger"]
 
@@ -54,7 +55,7 @@ class MemoryJobLedger(JobLedger):
 
     def claim(self, job: str, slot: int, owner: str, ttl: float) -> Claim | None:
         check_claim_args(job, slot, owner)
-        seconds = check_ttl(ttl)
+        seconds = check_seconds(ttl, "ttl")
         with self._lock:
             now = self._clock.now()
             record = self._slots.get((job, slot))
@@ -72,7 +73,7 @@ class MemoryJobLedger(JobLedger):
 
     def renew(self, claim: Claim, ttl: float) -> Claim:
         check_claim(claim)
-        seconds = check_ttl(ttl)
+        seconds = check_seconds(ttl, "ttl")
         with self._lock:
             record = self._held(claim)
             if record.done:

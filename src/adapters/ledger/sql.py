@@ -26,12 +26,13 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from adapters.ledger import MAX_NAME_LENGTH, check_before, check_claim, check_claim_args, check_ttl
+from adapters.ledger import MAX_NAME_LENGTH, check_before, check_claim, check_claim_args
 from adapters.sql.engine import create_tables, make_engine, translate_errors
 from scalecore.capabilities import Capability
 from scalecore.clock import Clock, SystemClock
 from scalecore.errors import ConfigError, LeaseLost
 from scalecore.ports.ledger import Claim, JobLedger
+from scalecore.validate import check_seconds
 
 __all__ = ["SqlJobLedger", "ledger_table", "metadata"]
 
@@ -88,7 +89,7 @@ class SqlJobLedger(JobLedger):
 
     def claim(self, job: str, slot: int, owner: str, ttl: float) -> Claim | None:
         check_claim_args(job, slot, owner)
-        seconds = check_ttl(ttl)
+        seconds = check_seconds(ttl, "ttl")
         t = ledger_table
         with translate_errors():
             now = self._clock.now()
@@ -130,7 +131,7 @@ class SqlJobLedger(JobLedger):
 
     def renew(self, claim: Claim, ttl: float) -> Claim:
         check_claim(claim)
-        seconds = check_ttl(ttl)
+        seconds = check_seconds(ttl, "ttl")
         expires_at = self._clock.now() + seconds
         t = ledger_table
         with translate_errors(), self._engine.begin() as conn:

@@ -55,6 +55,7 @@ from pymemcache.exceptions import (
 
 from scalecore.clock import Clock, SystemClock
 from scalecore.errors import BackendUnavailable, ConfigError, InvalidInput, ScalecoreError
+from scalecore.validate import check_int, check_seconds
 
 __all__ = [
     "EXPIRE_NOW",
@@ -156,17 +157,6 @@ def parse_servers(value: object) -> tuple[tuple[str, int], ...]:
     return tuple(parsed)
 
 
-def _seconds(value: object, option: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigError(f"must be a number of seconds > 0, not {value!r}", key=option)
-    return float(value)
-
-
 class Server:
     """One memcached server: its address, current connection pool and failure mark."""
 
@@ -202,20 +192,12 @@ class MemcachedCluster:
         clock: Clock | None = None,
     ) -> None:
         addresses = parse_servers(servers)
-        self.connect_timeout = _seconds(connect_timeout, "connect_timeout")
-        self.timeout = _seconds(timeout, "timeout")
-        self.dead_timeout = _seconds(dead_timeout, "dead_timeout")
-        if (
-            isinstance(max_pool_size, bool)
-            or not isinstance(max_pool_size, int)
-            or max_pool_size < 1
-        ):
-            raise ConfigError(
-                f"must be an integer >= 1, not {max_pool_size!r}", key="max_pool_size"
-            )
+        self.connect_timeout = check_seconds(connect_timeout, "connect_timeout", error=ConfigError)
+        self.timeout = check_seconds(timeout, "timeout", error=ConfigError)
+        self.dead_timeout = check_seconds(dead_timeout, "dead_timeout", error=ConfigError)
+        self.max_pool_size = check_int(max_pool_size, "max_pool_size", minimum=1, error=ConfigError)
         if clock is not None and not isinstance(clock, Clock):
             raise ConfigError(f"must be a Clock, not {type(clock).__name__}", key="clock")
-        self.max_pool_size = max_pool_size
         self._clock: Clock = clock or SystemClock()
         self.servers: tuple[Server, ...] = tuple(
             Server(host, port, self._new_client(host, port)) for host, port in addresses

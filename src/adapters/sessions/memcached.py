@@ -47,9 +47,7 @@ import attrs
 from adapters.memcached.cluster import EXPIRE_NOW, MemcachedCluster, Stored, memcached_expiry
 from adapters.sessions import (
     DEFAULT_TTL,
-    check_json,
     check_record,
-    check_ttl,
     decode_data,
     encode_data,
     merge_changes,
@@ -65,6 +63,7 @@ from scalecore.ports.sessions import (
     new_session_id,
 )
 from scalecore.types import JSONObject, JSONValue
+from scalecore.validate import check_json, check_seconds, is_int, is_number
 
 __all__ = ["MemcachedSessionStore"]
 
@@ -106,7 +105,7 @@ class MemcachedSessionStore(SessionStore):
         dead_timeout: float = 5.0,
         clock: Clock | None = None,
     ) -> None:
-        self.ttl = check_ttl(ttl)
+        self.ttl = check_seconds(ttl, "ttl", error=ConfigError)
         if (
             not isinstance(namespace, str)
             or len(namespace) > _MAX_NAMESPACE
@@ -155,7 +154,7 @@ class MemcachedSessionStore(SessionStore):
 
     def save(self, session: Session) -> None:
         changed, removed = session.changes
-        check_json(changed)
+        check_json(changed, "session data")
         if not is_valid_session_id(session.id):
             raise NotFound("the session expired or was deleted")
         slot = self._slot(session.id)
@@ -181,7 +180,7 @@ class MemcachedSessionStore(SessionStore):
 
     def rotate(self, session: Session) -> Session:
         changed, removed = session.changes
-        check_json(changed)
+        check_json(changed, "session data")
         if not is_valid_session_id(session.id):
             raise NotFound("the session expired or was deleted")
         old = self._slot(session.id)
@@ -287,12 +286,6 @@ def _parse(data: bytes) -> _Record | None:
     if not isinstance(raw, dict):
         return None
     version, expires_at, payload = raw.get("v"), raw.get("exp"), raw.get("d")
-    if (
-        isinstance(version, bool)
-        or not isinstance(version, int)
-        or isinstance(expires_at, bool)
-        or not isinstance(expires_at, int | float)
-        or not isinstance(payload, dict)
-    ):
+    if not is_int(version) or not is_number(expires_at) or not isinstance(payload, dict):
         return None
     return _Record(version, float(expires_at), payload)

@@ -20,9 +20,7 @@ import attrs
 
 from adapters.sessions import (
     DEFAULT_TTL,
-    check_json,
     check_record,
-    check_ttl,
     decode_data,
     encode_data,
     merge_changes,
@@ -38,6 +36,7 @@ from scalecore.ports.sessions import (
     new_session_id,
 )
 from scalecore.types import JSONObject, JSONValue
+from scalecore.validate import check_json, check_seconds
 
 __all__ = ["MemorySessionStore"]
 
@@ -61,7 +60,7 @@ class MemorySessionStore(SessionStore):
     )
 
     def __init__(self, *, ttl: float = DEFAULT_TTL, clock: Clock | None = None) -> None:
-        self.ttl = check_ttl(ttl)
+        self.ttl = check_seconds(ttl, "ttl", error=ConfigError)
         if clock is not None and not isinstance(clock, Clock):
             raise ConfigError(f"must be a Clock, not {type(clock).__name__}", key="clock")
         self._clock: Clock = clock or SystemClock()
@@ -98,7 +97,7 @@ class MemorySessionStore(SessionStore):
 
     def save(self, session: Session) -> None:
         changed, removed = session.changes
-        check_json(changed)
+        check_json(changed, "session data")
         with self._lock:
             now = self._clock.now()
             entry = self._live_entry(session.id, now) if is_valid_session_id(session.id) else None
@@ -118,7 +117,7 @@ class MemorySessionStore(SessionStore):
 
     def rotate(self, session: Session) -> Session:
         changed, removed = session.changes
-        check_json(changed)
+        check_json(changed, "session data")
         with self._lock:
             now = self._clock.now()
             entry = self._live_entry(session.id, now) if is_valid_session_id(session.id) else None

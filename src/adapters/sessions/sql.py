@@ -36,9 +36,7 @@ from sqlalchemy import exc as sa_exc
 from adapters.sessions import (
     DEFAULT_TTL,
     IMPORT_BATCH,
-    check_json,
     check_record,
-    check_ttl,
     decode_data,
     encode_data,
     merge_changes,
@@ -55,6 +53,7 @@ from scalecore.ports.sessions import (
     new_session_id,
 )
 from scalecore.types import JSONObject, JSONValue
+from scalecore.validate import check_json, check_seconds
 
 __all__ = ["SqlSessionStore", "metadata", "sessions_table"]
 
@@ -103,7 +102,7 @@ class SqlSessionStore(SessionStore):
             raise ConfigError(
                 f"must be true or false, not {create_database!r}", key="create_database"
             )
-        self.ttl = check_ttl(ttl)
+        self.ttl = check_seconds(ttl, "ttl", error=ConfigError)
         if clock is not None and not isinstance(clock, Clock):
             raise ConfigError(f"must be a Clock, not {type(clock).__name__}", key="clock")
         self._clock: Clock = clock or SystemClock()
@@ -272,7 +271,7 @@ def _insert(conn: sa.Connection) -> Any:
 def _pending(session: Session) -> tuple[dict[str, JSONValue], frozenset[str]]:
     """The session's unsaved changes, checked; ``NotFound`` for an id no row can have."""
     changed, removed = session.changes
-    check_json(changed)
+    check_json(changed, "session data")
     if not is_valid_session_id(session.id):
         raise NotFound("the session expired or was deleted")
     return changed, removed

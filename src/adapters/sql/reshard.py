@@ -66,6 +66,7 @@ from adapters.sql.layout import (
 from adapters.sql.shards import ShardedDatabase
 from scalecore.errors import BackendUnavailable, ConfigError, Conflict
 from scalecore.ids import ID_LENGTH, LOGICAL_SHARDS, shard_of
+from scalecore.validate import check_int
 
 __all__ = ["Move", "Plan", "Report", "Resharder", "reshard_status"]
 
@@ -129,8 +130,7 @@ class Resharder:
         batch: int = 16,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ConfigError("must be an integer of at least 1", key="batch")
+        check_int(batch, "batch", minimum=1, error=ConfigError)
         self._db = database
         self._previous = previous
         self._batch = batch

@@ -55,6 +55,7 @@ from scalecore.errors import BackendUnavailable, ConfigError, InvalidInput, NotF
 from scalecore.ids import LOGICAL_SHARDS
 from scalecore.ports.sharding import ShardKey, ShardRouter
 from scalecore.routing import make_router
+from scalecore.validate import check_int, is_int, is_number
 
 __all__ = ["Databases", "PoolStats", "ShardConfig", "ShardedDatabase"]
 
@@ -165,13 +166,12 @@ class ShardedDatabase:
             raise ConfigError("must be a sqlalchemy MetaData", key="metadata")
         if not isinstance(create_database, bool):
             raise ConfigError("must be true or false", key="create_database")
-        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
-            raise ConfigError("must be an integer of at least 1", key="max_workers")
+        check_int(max_workers, "max_workers", minimum=1, error=ConfigError)
         if not isinstance(layout, str) or not _LAYOUT_NAME.match(layout):
             raise ConfigError("must be a lower-case identifier", key="layout")
         if control is not None:
             _check_url(control, "control")
-        if isinstance(fence_wait, bool) or not isinstance(fence_wait, int | float):
+        if not is_number(fence_wait):
             raise ConfigError("must be a number of seconds", key="fence_wait")
         self._name = layout
         self._control = control if control is not None else self._shards[0].url
@@ -242,9 +242,7 @@ class ShardedDatabase:
         if shard is None:
             assert key is not None
             return self.shard_for(key)
-        if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < len(self):
-            raise InvalidInput(f"shard must be an index from 0 to {len(self) - 1}, got {shard!r}")
-        return shard
+        return check_int(shard, "shard", minimum=0, maximum=len(self) - 1)
 
     def __len__(self) -> int:
         layout = self.live_layout()
@@ -564,9 +562,7 @@ class ShardedDatabase:
         :class:`BackendUnavailable` naming the shard index (never its URL) if a shard
         fails; other exceptions from ``query`` propagate unchanged.
         """
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
-        ):
+        if limit is not None and not (is_int(limit) and limit >= 0):
             raise InvalidInput(f"limit must be None or a non-negative integer, got {limit!r}")
         if limit == 0:
             return []
@@ -645,7 +641,7 @@ class ShardedDatabase:
 
 
 def _logical(key: object) -> int:
-    if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < LOGICAL_SHARDS:
+    if not is_int(key) or not 0 <= key < LOGICAL_SHARDS:
         raise InvalidInput(
             f"with a live layout a key must be a logical shard (0 to {LOGICAL_SHARDS - 1}), "
             f"got {key!r}"

@@ -48,6 +48,7 @@ from scalecore.errors import (
     UnsupportedMediaType,
     UnsupportedOperation,
 )
+from scalecore.validate import is_number
 
 __all__ = ["ApiError", "error_response", "install_error_handlers", "status_for", "wants_json"]
 
@@ -134,7 +135,7 @@ def _scalecore_error(error: ScalecoreError) -> Response:
         # A retry will likely succeed (read-only for now, a backend restarting, a logical
         # shard moving).
         retry_after = getattr(error, "retry_after", None)
-        if isinstance(retry_after, bool) or not isinstance(retry_after, int | float):
+        if not is_number(retry_after):
             retry_after = 1
         response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     if status == 401 and request.path.startswith("/api/"):

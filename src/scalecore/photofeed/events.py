@@ -12,7 +12,6 @@ newer change. The message id is the outbox event's id: a re-published event keep
 
 from __future__ import annotations
 
-import math
 from typing import Final
 
 import attrs
@@ -20,6 +19,7 @@ import attrs
 from scalecore.errors import InvalidInput
 from scalecore.ids import parse_id
 from scalecore.types import JSONObject, JSONValue
+from scalecore.validate import is_finite_number
 
 __all__ = [
     "FEED_GROUP",
@@ -44,7 +44,7 @@ TOPOLOGY: Final[tuple[tuple[str, str], ...]] = (
 
 
 def _timestamp(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise InvalidInput(f"photo event: {name} must be a finite number, got {value!r}")
     return float(value)
 

@@ -91,6 +91,7 @@ from scalecore.ports.bus import Bus
 from scalecore.ports.cache import Cache
 from scalecore.stampede import CachedLoader
 from scalecore.types import JSONValue
+from scalecore.validate import check_int, is_int
 
 __all__ = [
     "MAX_PASSWORD_LENGTH",
@@ -312,14 +313,7 @@ class PhotoFeed:
         """
         if limit is None:
             limit = self.settings.people_default_limit
-        if (
-            isinstance(limit, bool)
-            or not isinstance(limit, int)
-            or not 1 <= limit <= self.settings.people_max_limit
-        ):
-            raise InvalidInput(
-                f"limit must be an integer from 1 to {self.settings.people_max_limit}"
-            )
+        check_int(limit, "limit", minimum=1, maximum=self.settings.people_max_limit)
         if prefix is not None and not isinstance(prefix, str):
             raise InvalidInput("search by the start of a username")
         wanted = (prefix or "").strip().lower()
@@ -451,7 +445,7 @@ class PhotoFeed:
         caption = _check_caption(caption)
         limit = self.settings.max_upload_bytes
         if content_length is not None:
-            if isinstance(content_length, bool) or not isinstance(content_length, int):
+            if not is_int(content_length):
                 raise InvalidInput("content_length must be an integer")
             if content_length < 0:
                 raise InvalidInput("content_length must not be negative")
@@ -685,12 +679,7 @@ class PhotoFeed:
         """
         if limit is None:
             limit = self.settings.feed_default_limit
-        if (
-            isinstance(limit, bool)
-            or not isinstance(limit, int)
-            or not 1 <= limit <= self.settings.feed_max_limit
-        ):
-            raise InvalidInput(f"limit must be an integer from 1 to {self.settings.feed_max_limit}")
+        check_int(limit, "limit", minimum=1, maximum=self.settings.feed_max_limit)
         position = FeedPosition.decode(before) if before is not None else None
         if position is None and limit == self.settings.feed_default_limit:
             first = limit

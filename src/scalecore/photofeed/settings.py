@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from scalecore.errors import ConfigError
+from scalecore.validate import check_int, check_seconds
 
 __all__ = ["MAX_CAPTION_LENGTH", "PhotoFeedSettings"]
 
@@ -18,23 +18,15 @@ MAX_CAPTION_LENGTH = 500
 
 
 def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"must be an integer >= 1, got {value!r}", key=attribute.name)
+    check_int(value, attribute.name, minimum=1, error=ConfigError)
 
 
 def _non_negative_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"must be an integer >= 0, got {value!r}", key=attribute.name)
+    check_int(value, attribute.name, minimum=0, error=ConfigError)
 
 
 def _seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigError(f"must be a number of seconds > 0, got {value!r}", key=attribute.name)
+    check_seconds(value, attribute.name, error=ConfigError)
 
 
 def _text(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:

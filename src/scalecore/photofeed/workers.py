@@ -23,6 +23,7 @@ from scalecore.photofeed.events import TOPOLOGY
 from scalecore.photofeed.outbox import OutboxRelay
 from scalecore.photofeed.service import PhotoFeed
 from scalecore.ports.bus import Bus, Message, Subscription
+from scalecore.validate import check_int
 
 __all__ = ["FeedWorker", "OutboxRelay"]
 
@@ -37,8 +38,7 @@ class FeedWorker:
     """
 
     def __init__(self, service: PhotoFeed, *, remember: int = 10_000) -> None:
-        if isinstance(remember, bool) or not isinstance(remember, int) or remember < 0:
-            raise ConfigError(f"must be an integer >= 0, got {remember!r}", key="remember")
+        check_int(remember, "remember", minimum=0, error=ConfigError)
         self.service = service
         self.remember = remember
         self._handled: OrderedDict[str, None] = OrderedDict()

@@ -27,6 +27,7 @@ from PIL import ExifTags, Image, ImageOps
 
 from scalecore.errors import ConfigError, UnsupportedMediaType
 from scalecore.photofeed.ports import ImageProcessor, ProcessedImage, Rendition
+from scalecore.validate import check_int
 
 __all__ = ["PillowImageProcessor"]
 
@@ -55,12 +56,7 @@ class PillowImageProcessor(ImageProcessor):
                 f"must be a non-empty list of {', '.join(_KNOWN)}, got {formats!r}",
                 key="formats",
             )
-        if (
-            isinstance(jpeg_quality, bool)
-            or not isinstance(jpeg_quality, int)
-            or not 1 <= jpeg_quality <= 95
-        ):
-            raise ConfigError(f"must be an integer 1-95, got {jpeg_quality!r}", key="jpeg_quality")
+        check_int(jpeg_quality, "jpeg_quality", minimum=1, maximum=95, error=ConfigError)
         self.formats = tuple(formats)
         self.jpeg_quality = jpeg_quality
 

@@ -18,14 +18,13 @@ from argon2.exceptions import HashingError, InvalidHashError, VerificationError
 
 from scalecore.errors import BackendUnavailable, ConfigError, InvalidInput
 from scalecore.photofeed.ports import PasswordHasher
+from scalecore.validate import check_int
 
 __all__ = ["Argon2PasswordHasher"]
 
 
 def _option(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"must be an integer >= {minimum}, got {value!r}", key=name)
-    return value
+    return check_int(value, name, minimum=minimum, error=ConfigError)
 
 
 class Argon2PasswordHasher(PasswordHasher):
