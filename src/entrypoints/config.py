@@ -66,7 +66,7 @@ import attrs
 
 from entrypoints.catalog import default_backends, embedded_options
 from scalecore.errors import ConfigError
-from scalecore.validate import is_int
+from scalecore.validate import is_instance
 
 __all__ = [
     "ENV_PREFIX",
@@ -379,13 +379,7 @@ def _validate_web(web: Mapping[str, Any]) -> None:
     for key, default in WEB_DEFAULTS.items():
         value = web[key]
         kind = type(default)
-        if not (
-            isinstance(value, bool)
-            if kind is bool
-            else is_int(value)
-            if kind is int
-            else isinstance(value, kind)
-        ):
+        if not is_instance(value, kind):
             raise ConfigError(f"must be {_type_name(kind)}, got {value!r}", key=f"web.{key}")
     for key in ("workers", "threads"):
         if web[key] < 1:

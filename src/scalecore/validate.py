@@ -12,7 +12,8 @@ Every component gives the same answer to the same bad value, so the rules live h
 
 Two kinds of function:
 
-- **predicates** (:func:`is_int`, :func:`is_number`, :func:`is_finite_number`) answer yes
+- **predicates** (:func:`is_int`, :func:`is_number`, :func:`is_finite_number`,
+  :func:`is_instance`) answer yes
   or no and narrow the type; use them where a bad value is not the caller's fault (a value
   read back from storage or off the wire that is treated as a miss);
 - **checks** (:func:`check_int`, :func:`check_seconds`, :func:`check_json`) return the value
@@ -41,6 +42,7 @@ __all__ = [
     "check_optional_seconds",
     "check_seconds",
     "is_finite_number",
+    "is_instance",
     "is_int",
     "is_number",
 ]
@@ -50,6 +52,15 @@ ErrorType = type[InvalidInput] | type[ConfigError]
 
 # A path into a JSON value, innermost step last: None for the root, else (parent, step).
 _Path: TypeAlias = "tuple[_Path, object] | None"
+
+
+def is_instance(value: object, kind: type) -> bool:
+    """``isinstance(value, kind)``, except that a ``bool`` is an instance of ``bool`` only.
+
+    For a setting whose default is ``2``, ``true`` is refused; for one whose default is
+    ``false``, ``0`` is refused.
+    """
+    return isinstance(value, kind) and isinstance(value, bool) == (kind is bool)
 
 
 def is_int(value: object) -> TypeGuard[int]:

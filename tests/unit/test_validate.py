@@ -17,6 +17,7 @@ from scalecore.validate import (
     check_optional_seconds,
     check_seconds,
     is_finite_number,
+    is_instance,
     is_int,
     is_number,
 )
@@ -173,3 +174,23 @@ def test_check_json_depth_bound() -> None:
 
 def test_an_unbounded_walk_does_not_overflow_the_stack() -> None:
     check_json(_nested(100_000), "value")
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "expected"),
+    [
+        (True, bool, True),
+        (1, bool, False),
+        (True, int, False),
+        (2, int, True),
+        (False, str, False),
+        ("x", str, True),
+        (1.5, float, True),
+        (True, float, False),
+        (1, float, False),
+    ],
+)
+def test_is_instance_counts_a_bool_only_as_a_bool(
+    value: object, kind: type, expected: bool
+) -> None:
+    assert is_instance(value, kind) is expected
