@@ -23,10 +23,7 @@ from adapters.bus._rabbitmq_publisher import Outgoing
 from adapters.bus._rabbitmq_wire import Undecodable, copy_properties, decode, milliseconds
 from scalecore import propagation
 from scalecore.errors import BackendUnavailable
-from scalecore.ports.bus import (
-    Handler,
-    Message,
-)
+from scalecore.ports.bus import Handler, Message
 
 if TYPE_CHECKING:  # the bus imports this module
     from adapters.bus.rabbitmq import RabbitMqBus

@@ -12,13 +12,7 @@ import re
 import secrets
 from typing import cast
 
-from scalecore.errors import (
-    AuthenticationFailed,
-    Conflict,
-    InvalidInput,
-    NotFound,
-    ScalecoreError,
-)
+from scalecore.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound, ScalecoreError
 from scalecore.photofeed.context import (
     MAX_PASSWORD_LENGTH,
     MIN_PASSWORD_LENGTH,

@@ -17,18 +17,10 @@ import re
 import threading
 
 from scalecore.clock import Clock, SystemClock
-from scalecore.errors import (
-    NotFound,
-)
+from scalecore.errors import NotFound
 from scalecore.ids import IdGenerator, shard_of
-from scalecore.photofeed.events import (
-    PhotoEvent,
-)
-from scalecore.photofeed.models import (
-    OutboxEvent,
-    Photo,
-    User,
-)
+from scalecore.photofeed.events import PhotoEvent
+from scalecore.photofeed.models import OutboxEvent, Photo, User
 from scalecore.photofeed.outbox import OutboxRelay
 from scalecore.photofeed.ports import (
     FeedRepository,

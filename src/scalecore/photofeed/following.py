@@ -8,17 +8,9 @@ from __future__ import annotations
 
 import logging
 
-from scalecore.errors import (
-    InvalidInput,
-)
-from scalecore.photofeed.context import (
-    FEED_KEY,
-    ServiceContext,
-)
-from scalecore.photofeed.models import (
-    FeedEntry,
-    FollowEdge,
-)
+from scalecore.errors import InvalidInput
+from scalecore.photofeed.context import FEED_KEY, ServiceContext
+from scalecore.photofeed.models import FeedEntry, FollowEdge
 
 __all__ = ["FollowGraph"]
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from scalecore.photofeed.context import (
-    ServiceContext,
-)
+from scalecore.photofeed.context import ServiceContext
 
 __all__ = ["Maintenance"]
 

@@ -8,19 +8,9 @@ from __future__ import annotations
 
 import logging
 
-from scalecore.errors import (
-    NotFound,
-)
-from scalecore.photofeed.context import (
-    PROFILE_KEY,
-    USERNAME_PATTERN,
-    ServiceContext,
-)
-from scalecore.photofeed.models import (
-    Profile,
-    profile_from_json,
-    profile_to_json,
-)
+from scalecore.errors import NotFound
+from scalecore.photofeed.context import PROFILE_KEY, USERNAME_PATTERN, ServiceContext
+from scalecore.photofeed.models import Profile, profile_from_json, profile_to_json
 
 __all__ = ["ProfilePages"]
 

@@ -9,20 +9,9 @@ from __future__ import annotations
 import logging
 from typing import cast
 
-from scalecore.errors import (
-    InvalidInput,
-)
-from scalecore.photofeed.context import (
-    FEED_KEY,
-    POPULAR_KEY,
-    RECENT_KEY,
-    ServiceContext,
-)
-from scalecore.photofeed.events import (
-    TOPIC_PHOTO_DELETED,
-    TOPIC_PHOTO_UPLOADED,
-    PhotoEvent,
-)
+from scalecore.errors import InvalidInput
+from scalecore.photofeed.context import FEED_KEY, POPULAR_KEY, RECENT_KEY, ServiceContext
+from scalecore.photofeed.events import TOPIC_PHOTO_DELETED, TOPIC_PHOTO_UPLOADED, PhotoEvent
 from scalecore.photofeed.models import (
     FeedEntry,
     FeedPage,

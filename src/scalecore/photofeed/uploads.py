@@ -24,17 +24,9 @@ from scalecore.errors import (
     UnsupportedMediaType,
 )
 from scalecore.ids import shard_of
-from scalecore.photofeed.context import (
-    ServiceContext,
-)
-from scalecore.photofeed.events import (
-    TOPIC_PHOTO_DELETED,
-    TOPIC_PHOTO_UPLOADED,
-)
-from scalecore.photofeed.models import (
-    OutboxEvent,
-    Photo,
-)
+from scalecore.photofeed.context import ServiceContext
+from scalecore.photofeed.events import TOPIC_PHOTO_DELETED, TOPIC_PHOTO_UPLOADED
+from scalecore.photofeed.models import OutboxEvent, Photo
 from scalecore.photofeed.settings import MAX_CAPTION_LENGTH
 from scalecore.validate import is_int
 
