@@ -345,6 +345,14 @@ def test_non_json_values_are_refused_and_nothing_is_written(store: SessionStore,
     assert loaded.data == {"a": 1}
 
 
+def test_data_nested_deeper_than_json_can_encode_is_refused(store: SessionStore) -> None:
+    deep: Any = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(InvalidInput):
+        store.create({"deep": deep})
+
+
 def test_create_refuses_non_mappings(store: SessionStore) -> None:
     with pytest.raises(InvalidInput):
         store.create([("a", 1)])  # type: ignore[arg-type]

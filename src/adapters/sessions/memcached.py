@@ -54,7 +54,7 @@ from adapters.sessions import (
 )
 from scalecore.capabilities import Capability
 from scalecore.clock import Clock, SystemClock
-from scalecore.errors import ConfigError, Conflict, NotFound
+from scalecore.errors import ConfigError, Conflict, InvalidInput, NotFound
 from scalecore.ports.sessions import (
     Session,
     SessionRecord,
@@ -83,7 +83,11 @@ class _Record:
 
     def encode(self) -> bytes:
         record = {"v": self.version, "exp": self.expires_at, "d": self.data}
-        return json.dumps(record, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        try:
+            text = json.dumps(record, separators=(",", ":"), allow_nan=False)
+        except RecursionError:  # check_json walks any depth; json does not
+            raise InvalidInput("session data is nested too deeply") from None
+        return text.encode("utf-8")
 
 
 class MemcachedSessionStore(SessionStore):
