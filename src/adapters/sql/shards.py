@@ -187,6 +187,7 @@ class ShardedDatabase:
         self._max_workers = min(max_workers, len(self._shards))
         self._lock = threading.Lock()
         self._engines: dict[str, sa.Engine] = {}
+        self._readers: dict[str, sa.Engine] = {}
         # Statements run per engine URL, counted by a SQLAlchemy event (for metrics).
         self._queries: dict[str, int] = {}
         self._replica_turns = [itertools.count() for _ in self._shards]
@@ -264,10 +265,9 @@ class ShardedDatabase:
             if began - self._layout_at < 0.05:  # another thread just did
                 return self._layout
             try:
-                with translate_errors():
-                    engine = self._engine(self._control, primary=True)
-                    with engine.connect() as connection:
-                        layout = load_layout(connection, self._name)
+                layout = self._statements(
+                    self._control, True, lambda connection: load_layout(connection, self._name)
+                )
             except BackendUnavailable as exc:
                 raise BackendUnavailable("the control database is unavailable") from exc
             if layout is not None:
@@ -434,38 +434,102 @@ class ShardedDatabase:
         primary: bool,
     ) -> T:
         if layout is None:
-            if write:
-                with self.unit_of_work(shard=index) as connection:
-                    return work(connection, batch)
-            context = self.unit_of_work if primary else self.read
-            with context(shard=index) as connection:
-                return work(connection, batch)
-        url, replicas = self._reach(layout.databases[index])
+            url, replicas = self._url(index)
+        else:
+            url, replicas = self._reach(layout.databases[index])
+        is_primary = True
         if replicas and not write and not primary:
             turn = next(self._replica_turns[index % len(self._replica_turns)])
             url, is_primary = replicas[turn % len(replicas)], False
-        else:
-            is_primary = True
-        with translate_errors():
-            engine = self._engine(url, primary=is_primary)
-            if write:
-                with engine.begin() as connection:
-                    check_owned(connection, self._name, logicals, lock=True)
-                    return work(connection, batch)
-            with engine.connect() as connection:
-                result = work(connection, batch)
-                check_owned(connection, self._name, logicals, lock=False)
-                return result
+        if write:
+            if layout is None:
+                return self._transaction(url, lambda connection: work(connection, batch))
+
+            def fenced_write(connection: sa.Connection) -> T:
+                check_owned(connection, self._name, logicals, lock=True)
+                return work(connection, batch)
+
+            return self._transaction(url, fenced_write)
+        if layout is None:
+            return self._statements(url, is_primary, lambda connection: work(connection, batch))
+
+        def fenced_read(connection: sa.Connection) -> T:
+            result = work(connection, batch)
+            check_owned(connection, self._name, logicals, lock=False)
+            return result
+
+        return self._statements(url, is_primary, fenced_read)
+
+    # Disconnects are handled optimistically: the engines do not ping a connection before
+    # each use (``pool_pre_ping`` costs a round trip per checkout, as much as a short
+    # query). A statement that meets a connection the database has dropped (a restart, a
+    # failover) fails; SQLAlchemy then invalidates it and every other connection the pool
+    # held before, and the work below runs once more on a fresh connection. That is safe
+    # for reads, and for a transaction that failed before its COMMIT was sent (the
+    # database rolls back what a dropped connection left open); a COMMIT that fails is
+    # never repeated (its outcome is unknown), so that error reaches the caller.
+
+    def _statements(self, url: str, primary: bool, work: Callable[[sa.Connection], T]) -> T:
+        """``work(connection)`` on a connection in autocommit mode (PostgreSQL): a read
+        costs its own statements' round trips, with no BEGIN and no ROLLBACK."""
+
+        def attempt() -> T:
+            with translate_errors(), self._reader(url, primary=primary).connect() as connection:
+                return work(connection)
+
+        try:
+            return attempt()
+        except BackendUnavailable as exc:
+            if not _dropped(exc):
+                raise
+        return attempt()
+
+    def _transaction(self, url: str, work: Callable[[sa.Connection], T]) -> T:
+        """``work(connection)`` in one transaction on the primary ``url``."""
+        committing = False
+
+        def attempt() -> T:
+            nonlocal committing
+            with translate_errors(), self._engine(url, primary=True).begin() as connection:
+                result = work(connection)
+                committing = True
+            return result
+
+        try:
+            return attempt()
+        except BackendUnavailable as exc:
+            if committing or not _dropped(exc):
+                raise
+        return attempt()
 
     def _engine(self, url: str, *, primary: bool) -> sa.Engine:
         with self._lock:
             engine = self._engines.get(url)
             if engine is None:
-                engine = make_engine(url, create_database=self._create_database and primary)
+                engine = make_engine(
+                    url,
+                    create_database=self._create_database and primary,
+                    pool_pre_ping=False,  # see _statements and _transaction
+                )
                 self._queries.setdefault(url, 0)
                 sa.event.listen(engine, "before_cursor_execute", self._counter(url))
                 self._engines[url] = engine
             return engine
+
+    def _reader(self, url: str, *, primary: bool) -> sa.Engine:
+        """The engine of ``url`` in autocommit mode for single reads: same pool, and on
+        PostgreSQL no BEGIN and ROLLBACK round trips around them (at READ COMMITTED a
+        lone statement sees what it would have seen in a transaction). SQLite keeps its
+        transactions: its connections manage BEGIN themselves (see ``make_engine``)."""
+        engine = self._engine(url, primary=primary)
+        if engine.dialect.name != "postgresql":
+            return engine
+        with self._lock:
+            reader = self._readers.get(url)
+            if reader is None:
+                reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+                self._readers[url] = reader
+            return reader
 
     def _counter(self, url: str) -> Callable[..., None]:
         def count(*_args: Any) -> None:
@@ -508,7 +572,8 @@ class ShardedDatabase:
         a scatter-gather callback). The transaction commits when the block ends and rolls
         back if it raises, so nothing is half-written; the block's own exception is
         re-raised (SQLAlchemy errors translated). Raises :class:`InvalidInput` for a bad
-        shard index.
+        shard index. A connection the database has dropped fails the block once (see
+        ``_transaction`` for the repositories' retry).
         """
         index = self._index(key, shard)
         url, _replicas = self._url(index)
@@ -579,8 +644,12 @@ class ShardedDatabase:
         return sum(self._on_every_shard(lambda index: int(self._read_with(query, index))))
 
     def _read_with(self, query: Callable[[sa.Connection, int], R], index: int) -> R:
-        with self.read(shard=index) as connection:
-            return query(connection, index)
+        url, replicas = self._url(index)
+        primary = True
+        if replicas:
+            turn = next(self._replica_turns[index % len(self._replica_turns)])
+            url, primary = replicas[turn % len(replicas)], False
+        return self._statements(url, primary, lambda connection: query(connection, index))
 
     def _on_every_shard(self, task: Callable[[int], R]) -> list[R]:
         executor = self._pool()
@@ -630,6 +699,7 @@ class ShardedDatabase:
         with self._lock:
             engines = list(self._engines.values())
             self._engines.clear()
+            self._readers.clear()
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True)
@@ -638,6 +708,13 @@ class ShardedDatabase:
 
     def __repr__(self) -> str:  # never the URLs: they may hold passwords
         return f"ShardedDatabase(shards={len(self._shards)}, router={self._router!r})"
+
+
+def _dropped(error: BackendUnavailable) -> bool:
+    """Whether ``error`` came from a connection the database had dropped (SQLAlchemy has
+    invalidated it and the pool's older connections: a retry gets a fresh one)."""
+    cause = error.__cause__
+    return isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated
 
 
 def _logical(key: object) -> int:
