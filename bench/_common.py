@@ -8,6 +8,7 @@ server hits every variant alike. A benchmark reports; it never asserts, and exit
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import statistics
@@ -59,6 +60,82 @@ def interleaved(
                 op()
                 out.append(clock() - began)
     return samples
+
+
+class Paired:
+    """Samples of :func:`alternating`: every op, and every round's samples per variant."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.samples: dict[str, list[float]] = {name: [] for name in names}
+        self.rounds: list[dict[str, list[float]]] = []
+
+    def ratio(self, variant: str, baseline: str) -> tuple[float, float, float]:
+        """The median over rounds of (variant's median / baseline's median in that round),
+        and the lower and upper quartile of those per-round ratios."""
+        ratios = sorted(
+            statistics.median(r[variant]) / statistics.median(r[baseline]) for r in self.rounds
+        )
+        return statistics.median(ratios), percentile(ratios, 0.25), percentile(ratios, 0.75)
+
+
+def alternating(
+    variants: Mapping[str, Callable[[], object]],
+    *,
+    rounds: int,
+    per_round: int,
+    warmup: int,
+) -> Paired:
+    """Time single calls of each variant, alternating op by op: A B, B A, A B ...
+
+    For ratios of ops that take tens of microseconds on a shared box: another process's
+    burst of CPU (or a server thread waiting for a core) lasts longer than a pair of ops,
+    so it lands on both variants alike instead of on one variant's whole batch. Each
+    variant is called ``warmup`` times first; the garbage collector is paused while timing
+    (the variants' allocations are still timed, the collections they trigger are not);
+    ``Paired.ratio`` gives the median of the per-round ratios of medians and its spread.
+    """
+    names = list(variants)
+    for name in names:
+        op = variants[name]
+        for _ in range(warmup):
+            op()
+    paired = Paired(names)
+    clock = time.perf_counter
+    orders = [names[shift:] + names[:shift] for shift in range(len(names))]
+    gc.collect()
+    gc.disable()
+    try:
+        for round_ in range(rounds):
+            this_round: dict[str, list[float]] = {name: [] for name in names}
+            for i in range(per_round):
+                for name in orders[(round_ + i) % len(orders)]:
+                    op = variants[name]
+                    began = clock()
+                    op()
+                    this_round[name].append(clock() - began)
+            paired.rounds.append(this_round)
+            for name, values in this_round.items():
+                paired.samples[name].extend(values)
+            gc.collect()  # between rounds, untimed
+    finally:
+        gc.enable()
+    return paired
+
+
+def paired_verdict(label: str, paired: Paired, variant: str, baseline: str) -> str:
+    """One line: the median per-round ratio, its quartiles, and met or missed."""
+    ratio, low, high = paired.ratio(variant, baseline)
+    state = "target met" if ratio <= TARGET_RATIO else "target missed"
+    return (
+        f"{label}: ratio {ratio:.3f} (median of {len(paired.rounds)} rounds; quartiles "
+        f"{low:.3f} - {high:.3f}; target <= {TARGET_RATIO:.2f}): {state}"
+    )
+
+
+def load_average() -> str:
+    """``os.getloadavg()`` as ``uptime`` prints it, for the record beside every figure."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
 def summary(samples: Sequence[float]) -> tuple[float, float]:
@@ -128,4 +205,7 @@ def verdict(label: str, ratio: float, target: float = TARGET_RATIO) -> str:
 def header(title: str, quick: bool) -> None:
     mode = "quick" if quick else "full"
     cpus = os.cpu_count()
-    print(f"== {title} ({mode} run; python {platform.python_version()}, {cpus} cpus) ==")
+    print(
+        f"== {title} ({mode} run; python {platform.python_version()}, {cpus} cpus; "
+        f"{load_average()}) =="
+    )

@@ -1,6 +1,6 @@
 """A fixed set of memcached servers: key placement, pooled connections, failed-server skipping.
 
-Backend: pymemcache (one ``PooledClient`` per server, placement by pymemcache's
+Backend: pymemcache (a pool of its ``Client`` per server, placement by pymemcache's
     ``RendezvousHash``, the hashing its ``HashClient`` uses)
 Install extra: memcached
 Options (each adapter passes them through under these names): servers (a list of
@@ -31,6 +31,12 @@ dropped. ``CLIENT_ERROR`` replies become ``CommandRefused`` (an ``InvalidInput``
 ``BackendUnavailable`` without marking the server. Nothing else escapes: this module is the
 one place where pymemcache and socket errors become scalecore errors.
 
+The pool of each server is a free list of pymemcache ``Client`` objects rather than
+pymemcache's ``PooledClient``: that one takes its pool's lock twice and searches a list on
+every call, about 2 µs, which is 5-10% of a get on loopback; a deque's ``pop`` and
+``append`` are atomic and need no lock. Connections are made on demand, up to
+``max_pool_size``, and one that failed is closed, never reused.
+
 pymemcache's ``HashClient`` is not used: with its default retries it answers calls to a
 failing server with silent defaults (``add`` returns ``False``, which would read as "the
 lease is taken"), its failover bookkeeping is not thread-safe, and a ``get_many`` across
@@ -41,10 +47,11 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, NamedTuple, TypeVar
 
-from pymemcache.client.base import PooledClient
+from pymemcache.client.base import Client
 from pymemcache.client.rendezvous import RendezvousHash
 from pymemcache.exceptions import (
     MemcacheClientError,
@@ -60,6 +67,7 @@ from scalecore.validate import check_int, check_seconds
 __all__ = [
     "EXPIRE_NOW",
     "CommandRefused",
+    "Connections",
     "MemcachedCluster",
     "Server",
     "Stored",
@@ -157,16 +165,83 @@ def parse_servers(value: object) -> tuple[tuple[str, int], ...]:
     return tuple(parsed)
 
 
+class Connections:
+    """Open connections (pymemcache ``Client`` objects) to one server, reused LIFO.
+
+    Thread-safe. ``run`` lends a connection to one command: taken from the free list (or
+    made, up to ``max_size``; past that, ``RuntimeError`` as pymemcache's own pool
+    raises), returned after a success, closed after any error. After ``retire`` every
+    connection is closed when its command ends.
+    """
+
+    __slots__ = ("_count", "_free", "_lock", "_make", "_max", "_retired")
+
+    def __init__(self, make: Callable[[], Any], max_size: int) -> None:
+        self._make = make
+        self._max = max_size
+        self._free: deque[Any] = deque()
+        self._count = 0  # connections made and not yet closed
+        self._lock = threading.Lock()
+        self._retired = False
+
+    def run(self, command: Callable[[Any], T]) -> T:
+        try:
+            client = self._free.pop()
+        except IndexError:
+            client = self._new()
+        try:
+            result = command(client)
+        except BaseException:
+            self._close(client)
+            raise
+        if self._retired:
+            self._close(client)
+        else:
+            self._free.append(client)
+        return result
+
+    def close(self) -> None:
+        """Close the idle connections; a later command opens new ones."""
+        while True:
+            try:
+                client = self._free.pop()
+            except IndexError:
+                return
+            self._close(client)
+
+    def retire(self) -> None:
+        """Close the idle connections now and the busy ones when their command ends."""
+        self._retired = True
+        self.close()
+
+    def _new(self) -> Any:
+        with self._lock:
+            if self._count >= self._max:
+                raise RuntimeError(f"Too many objects, {self._count} >= {self._max}")
+            self._count += 1
+        try:
+            return self._make()
+        except BaseException:
+            with self._lock:
+                self._count -= 1
+            raise
+
+    def _close(self, client: Any) -> None:
+        with self._lock:
+            self._count -= 1
+        client.close()
+
+
 class Server:
     """One memcached server: its address, current connection pool and failure mark."""
 
     __slots__ = ("address", "client", "dead_until", "host", "lock", "port")
 
-    def __init__(self, host: str, port: int, client: Any) -> None:
+    def __init__(self, host: str, port: int, client: Connections) -> None:
         self.host = host
         self.port = port
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.client: Any = client  # a PooledClient; replaced, never mutated, on failure
+        self.client: Connections = client  # replaced, never mutated, on failure
         self.dead_until = 0.0  # monotonic time until which it is skipped; 0: healthy
         self.lock = threading.Lock()  # guards client and dead_until changes
 
@@ -270,7 +345,7 @@ class MemcachedCluster:
     def _run(self, server: Server, command: Callable[[Any], T]) -> T:
         client = server.client
         try:
-            result = command(client)
+            result = client.run(command)
         except Exception as exc:
             _raise_unless_connection_error(server, exc, self.max_pool_size)
             if server.client is client and not isinstance(exc, _CLOSED):
@@ -281,7 +356,7 @@ class MemcachedCluster:
             self._renew(server, client)
             client = server.client
             try:
-                result = command(client)
+                result = client.run(command)
             except Exception as again:
                 _raise_unless_connection_error(server, again, self.max_pool_size)
                 self._mark_failed(server, client)
@@ -302,11 +377,11 @@ class MemcachedCluster:
             server.dead_until = now + self.dead_timeout  # this caller probes; others skip
             return True
 
-    def _mark_failed(self, server: Server, client: Any) -> None:
+    def _mark_failed(self, server: Server, client: Connections) -> None:
         server.dead_until = self._clock.monotonic() + self.dead_timeout
         self._renew(server, client)
 
-    def _renew(self, server: Server, failed: Any) -> bool:
+    def _renew(self, server: Server, failed: Connections) -> bool:
         """Replace ``failed`` with a fresh pool unless another thread already did."""
         with server.lock:
             if server.client is not failed:
@@ -314,21 +389,23 @@ class MemcachedCluster:
             server.client = self._new_client(server.host, server.port)
         # Its idle connections are as dead as the one that failed. In-flight requests on it
         # fail too, see the pool replaced, and retry on the new one.
-        failed.close()
+        failed.retire()
         return True
 
-    def _new_client(self, host: str, port: int) -> Any:
-        return PooledClient(
-            (host, port),
-            serde=_SERDE,
-            connect_timeout=self.connect_timeout,
-            timeout=self.timeout,
-            no_delay=True,
-            max_pool_size=self.max_pool_size,
-            # Wait for every reply: a write sent without one could still be in flight when
-            # the same caller reads on another pooled connection.
-            default_noreply=False,
-        )
+    def _new_client(self, host: str, port: int) -> Connections:
+        def connect() -> Client:
+            return Client(
+                (host, port),
+                serde=_SERDE,
+                connect_timeout=self.connect_timeout,
+                timeout=self.timeout,
+                no_delay=True,
+                # Wait for every reply: a write sent without one could still be in flight
+                # when the same caller reads on another pooled connection.
+                default_noreply=False,
+            )
+
+        return Connections(connect, self.max_pool_size)
 
 
 def _raise_unless_connection_error(server: Server, exc: Exception, pool_size: int) -> None:
