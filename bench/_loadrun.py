@@ -116,6 +116,27 @@ class Site(str):
     pids: list[int]
 
 
+def pinned(cpus: set[int] | None) -> Any:
+    """A ``preexec_fn`` that confines a child process (and its children) to ``cpus``;
+    None leaves it free to run on any core."""
+    if not cpus:
+        return None
+
+    def pin() -> None:
+        os.sched_setaffinity(0, cpus)
+
+    return pin
+
+
+def split_cpus() -> tuple[set[int], set[int]] | None:
+    """(site CPUs, load-generator CPUs) on a box of 2 or more cores: the load generator on
+    CPU 0, the site on the others, so the two do not take turns on the same core."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None
+    return set(cores[1:]), {cores[0]}
+
+
 @contextmanager
 def deployment(
     kind: str,
@@ -125,6 +146,7 @@ def deployment(
     server: str = "waitress",
     env_extra: dict[str, str] | None = None,
     local_cache: bool = False,
+    cpus: set[int] | None = None,
 ) -> Iterator[str]:
     """A running deployment; yields its base URL.
 
@@ -133,7 +155,8 @@ def deployment(
     plus a ``scalecore worker`` (in-process bus: fan-out happens in the web process). And
     ``distributed``: ``scalecore web --workers N`` + worker + scheduler on
     deploy/distributed.toml (with ``local_cache``, a copy whose ``[cache]`` is the
-    per-process ``memory`` backend: no shared cache).
+    per-process ``memory`` backend: no shared cache). ``cpus``: the cores every process of
+    the site may run on (None: any).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -148,7 +171,13 @@ def deployment(
             env = clean_env(**extra)
             args = scalecore("run", "--config", str(config), "--port", str(port))
             processes.append(
-                subprocess.Popen([*args, "--server", server], stdout=handle, stderr=handle, env=env)
+                subprocess.Popen(
+                    [*args, "--server", server],
+                    stdout=handle,
+                    stderr=handle,
+                    env=env,
+                    preexec_fn=pinned(cpus),
+                )
             )
         elif kind in ("embedded-web", "distributed"):
             if kind == "embedded-web":
@@ -169,11 +198,21 @@ def deployment(
                 scalecore("db", "init"), env=env, stdout=handle, stderr=handle, check=True
             )
             web = scalecore("web", "--bind", f"127.0.0.1:{port}", "--workers", str(workers))
-            processes.append(subprocess.Popen(web, stdout=handle, stderr=handle, env=env))
+            processes.append(
+                subprocess.Popen(
+                    web, stdout=handle, stderr=handle, env=env, preexec_fn=pinned(cpus)
+                )
+            )
             if kind == "distributed":
                 for part in ("worker", "scheduler"):
                     processes.append(
-                        subprocess.Popen(scalecore(part), stdout=handle, stderr=handle, env=env)
+                        subprocess.Popen(
+                            scalecore(part),
+                            stdout=handle,
+                            stderr=handle,
+                            env=env,
+                            preexec_fn=pinned(cpus),
+                        )
                     )
         else:
             raise ValueError(kind)
@@ -187,14 +226,21 @@ def deployment(
 
 
 def loadtest(
-    site: str, report: Path, *, users: int, duration: str, **options: Any
+    site: str,
+    report: Path,
+    *,
+    users: int,
+    duration: str,
+    cpus: set[int] | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Run ``scalecore loadtest`` against ``site``; return its report.json.
 
     When ``site`` is a :class:`Site`, the CPU seconds its processes spent during the load
     phase (from the line announcing the users until the summary line, so seeding is left
     out) are added to the report as ``deployment.cpu_seconds``, which ``scalecore
-    capacity`` prefers to a core count.
+    capacity`` prefers to a core count, with the wall seconds of that phase
+    (``deployment.load_seconds``). ``cpus``: the cores the load generator may use.
     """
     args = ["--target", str(site), "--users", str(users), "--duration", duration]
     args += ["--report", str(report), "--max-error-rate", "1"]
@@ -207,21 +253,26 @@ def loadtest(
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},  # lines as they happen
+        preexec_fn=pinned(cpus),
     )
     assert process.stdout is not None
     output: list[str] = []
     cpu_start = cpu_end = None
+    wall_start = wall_end = 0.0
     for line in process.stdout:
         output.append(line)
         if pids and cpu_start is None and " users at " in line:
-            cpu_start = cpu_seconds(pids)
+            cpu_start, wall_start = cpu_seconds(pids), time.monotonic()
         elif pids and cpu_start is not None and cpu_end is None and " requests, " in line:
-            cpu_end = cpu_seconds(pids)
+            cpu_end, wall_end = cpu_seconds(pids), time.monotonic()
     if process.wait() != 0:
         raise RuntimeError("loadtest failed:\n" + "".join(output))
     data = dict(json.loads((report / "report.json").read_text()))
     if cpu_start is not None and cpu_end is not None:
-        data["deployment"] = {"cpu_seconds": round(cpu_end - cpu_start, 2)}
+        data["deployment"] = {
+            "cpu_seconds": round(cpu_end - cpu_start, 2),
+            "load_seconds": round(wall_end - wall_start, 2),
+        }
         (report / "report.json").write_text(json.dumps(data, indent=2) + "\n")
     return data
 

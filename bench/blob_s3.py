@@ -22,7 +22,14 @@ import boto3
 from botocore.config import Config
 
 from adapters.blob.s3 import S3BlobStore
-from bench._common import header, interleaved, latency_table, parse_args, verdict
+from bench._common import (
+    alternating,
+    header,
+    latency_table,
+    load_average,
+    paired_verdict,
+    parse_args,
+)
 
 ENDPOINT = "http://127.0.0.1:25000"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -48,9 +55,9 @@ def run(quick: bool) -> dict[str, float]:
         for size, label in ((4 * KIB, "4 KiB"), (1024 * KIB, "1 MiB")):
             small = size < 64 * KIB
             if quick:
-                rounds, batch, warmup = (5, 10, 5) if small else (3, 3, 2)
+                rounds, batch, warmup = (5, 10, 5) if small else (4, 4, 2)
             else:
-                rounds, batch, warmup = (15, 20, 20) if small else (8, 5, 3)
+                rounds, batch, warmup = (20, 20, 20) if small else (20, 8, 3)
             ratios.update(_compare(client, store, bucket, size, label, rounds, batch, warmup))
     finally:
         store.close()
@@ -61,8 +68,7 @@ def run(quick: bool) -> dict[str, float]:
                     client.delete_object(Bucket=bucket, Key=item["Key"])
             client.delete_bucket(Bucket=bucket)
         client.close()
-    for name, ratio in ratios.items():
-        print(verdict(f"S3 {name} vs bare boto3", ratio))
+    print(load_average())
     return {f"s3.{name}": ratio for name, ratio in ratios.items()}
 
 
@@ -115,34 +121,31 @@ def _compare(
 
     if adapter_get() != data or bare_get() != data:
         raise RuntimeError("read back different bytes")
-    puts = interleaved(
-        {f"boto3 put_object {label} (baseline)": bare_put, f"S3BlobStore.put {label}": adapter_put},
+    put_names = (f"boto3 put_object {label} (baseline)", f"S3BlobStore.put {label}")
+    get_names = (f"boto3 get_object {label} (baseline)", f"S3BlobStore.open+read {label}")
+    puts = alternating(
+        dict(zip(put_names, (bare_put, adapter_put), strict=True)),
         rounds=rounds,
-        batch=batch,
+        per_round=batch,
         warmup=warmup,
     )
-    gets = interleaved(
-        {
-            f"boto3 get_object {label} (baseline)": bare_get,
-            f"S3BlobStore.open+read {label}": adapter_get,
-        },
+    gets = alternating(
+        dict(zip(get_names, (bare_get, adapter_get), strict=True)),
         rounds=rounds,
-        batch=batch,
+        per_round=batch,
         warmup=warmup,
     )
-    put_text, put_ratios = latency_table(
-        puts, {f"S3BlobStore.put {label}": f"boto3 put_object {label} (baseline)"}
-    )
-    get_text, get_ratios = latency_table(
-        gets, {f"S3BlobStore.open+read {label}": f"boto3 get_object {label} (baseline)"}
-    )
-    print(f"{label} objects on {ENDPOINT}")
+    put_text, _ = latency_table(puts.samples, {put_names[1]: put_names[0]})
+    get_text, _ = latency_table(gets.samples, {get_names[1]: get_names[0]})
+    print(f"{label} objects on {ENDPOINT} (ratio column: ratio of the medians of all samples)")
     print(put_text)
     print(get_text)
+    print(paired_verdict(f"S3 put {label} vs bare boto3", puts, put_names[1], put_names[0]))
+    print(paired_verdict(f"S3 get {label} vs bare boto3", gets, get_names[1], get_names[0]))
     print()
     return {
-        f"put {label}": put_ratios[f"S3BlobStore.put {label}"],
-        f"get {label}": get_ratios[f"S3BlobStore.open+read {label}"],
+        f"put {label}": puts.ratio(put_names[1], put_names[0])[0],
+        f"get {label}": gets.ratio(get_names[1], get_names[0])[0],
     }
 
 

@@ -24,16 +24,27 @@ from collections.abc import Sequence
 import pika
 
 from adapters.bus.rabbitmq import RabbitMqBus
-from bench._common import header, interleaved, latency_table, parse_args, verdict
+from bench._common import (
+    alternating,
+    header,
+    interleaved,
+    latency_table,
+    load_average,
+    paired_verdict,
+    parse_args,
+    verdict,
+)
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 PAYLOAD = {"photo_id": "p-123", "owner_id": "u-456", "created_at": 1.5, "occurred_at": 1.5}
 TOPIC = "bench.publish"
+BARE = "pika publish+confirm (baseline)"
+ADAPTER = "RabbitMqBus.publish"
 GROUP = "bench"
 
 
 def run(quick: bool) -> dict[str, float]:
-    rounds, batch, warmup = (6, 40, 50) if quick else (20, 100, 200)
+    rounds, batch, warmup = (6, 40, 50) if quick else (30, 100, 200)
     many = 50  # messages per publish_many call
     many_rounds = 4 if quick else 10
     run_id = uuid.uuid4().hex[:8]
@@ -75,10 +86,10 @@ def run(quick: bool) -> dict[str, float]:
         bus.publish_many(TOPIC, [PAYLOAD] * many)
 
     try:
-        singles = interleaved(
-            {"pika publish+confirm (baseline)": bare_publish, "RabbitMqBus.publish": bus_publish},
+        singles = alternating(
+            {BARE: bare_publish, ADAPTER: bus_publish},
             rounds=rounds,
-            batch=batch,
+            per_round=batch,
             warmup=warmup,
         )
         channel.queue_purge(bare_queue)
@@ -101,9 +112,7 @@ def run(quick: bool) -> dict[str, float]:
             channel.exchange_delete(bus_exchange)
         connection.close()
 
-    text_single, single_ratios = latency_table(
-        singles, {"RabbitMqBus.publish": "pika publish+confirm (baseline)"}
-    )
+    text_single, _ = latency_table(singles.samples, {ADAPTER: BARE})
     text_many, many_ratios = latency_table(
         batches,
         {f"RabbitMqBus.publish_many x{many}": f"pika x{many}, confirm each (baseline)"},
@@ -114,10 +123,11 @@ def run(quick: bool) -> dict[str, float]:
     print()
     print(f"publish_many: per message, batches of {many}")
     print(text_many)
-    publish_ratio = single_ratios["RabbitMqBus.publish"]
+    publish_ratio = singles.ratio(ADAPTER, BARE)[0]
     many_ratio = many_ratios[f"RabbitMqBus.publish_many x{many}"]
-    print(verdict("confirmed publish vs bare pika with confirms", publish_ratio))
+    print(paired_verdict("confirmed publish vs bare pika with confirms", singles, ADAPTER, BARE))
     print(verdict("publish_many per message vs bare pika confirming each", many_ratio))
+    print(load_average())
     return {"bus.publish": publish_ratio, "bus.publish_many": many_ratio}
 
 

@@ -5,7 +5,11 @@ on the report given, followed by the measured scaling curve from ``bench.scaling
 The report (report.json and its HTML page) is copied to ``docs/reports/NAME/`` first, so
 the page can be regenerated from what the repository holds.
 
-Run: ``python -m bench.capacity --report DIR [--scaling FILE] [--viewers 50000]``.
+With ``--feed FILE`` (``bench.feed_postgres --json``), the two throughput assumptions
+the load test cannot see, feed entries per worker-second and statements per
+shard-second, are the measured ones, and the page says where they came from.
+
+Run: ``python -m bench.capacity --report DIR [--scaling FILE] [--feed FILE] [--viewers N]``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ def main() -> None:
     parser.add_argument("--report", type=Path, required=True, help="a load-test report dir")
     parser.add_argument("--name", default="capacity-input", help="folder under docs/reports")
     parser.add_argument("--scaling", type=Path, default=None, help="bench.scaling --json file")
+    parser.add_argument("--feed", type=Path, default=None, help="bench.feed_postgres --json file")
     parser.add_argument("--viewers", type=int, default=50_000)
     parser.add_argument("--think-time", type=float, default=10.0)
     args = parser.parse_args()
@@ -39,6 +44,16 @@ def main() -> None:
         "capacity", "--viewers", str(args.viewers), "--report", str(relative),
         "--think-time", str(args.think_time),
     ]  # fmt: skip
+    feed = None
+    if args.feed is not None:
+        feed = json.loads(args.feed.read_text())
+        kept_feed = ROOT / "docs" / "reports" / "feed_postgres.json"
+        if args.feed.resolve() != kept_feed.resolve():
+            shutil.copyfile(args.feed, kept_feed)
+        command += [
+            "--fanout-entries-per-worker-s", str(feed["fanout_entries_per_worker_s"]),
+            "--queries-per-shard-s", str(feed["queries_per_shard_s"]),
+        ]  # fmt: skip
     plan = subprocess.run(
         [sys.executable, "-m", "entrypoints.cli", *command],
         cwd=ROOT,
@@ -55,6 +70,29 @@ def main() -> None:
         f"(its page: [{relative}/index.html]({relative.relative_to('docs')}/index.html)) "
         "came from `bench.scaling` (see docs/benchmarks.md).",
     ]
+    if feed is not None:
+        out += [
+            "",
+            "## Where the two throughput assumptions come from",
+            "",
+            f"Measured by `python -m bench.feed_postgres --json` on {feed['measured_at']} "
+            f"({feed['load_average']}; this 2-core box, shared), on {feed['users']:,} "
+            f"users following {feed['follows']} each "
+            "([reports/feed_postgres.json](reports/feed_postgres.json)):",
+            "",
+            f"- fanout_entries_per_worker_s = {feed['fanout_entries_per_worker_s']:,}: "
+            f"`PhotoFeed.apply_photo_event` (what the feed worker runs per message) for "
+            f"{feed['fanout_uploads']} uploads of random accounts, {feed['fanout_entries']:,} "
+            "feed entries upserted into PostgreSQL and as many cached first pages invalidated "
+            "in memcached, on one thread; the broker's delivery is not included. "
+            f"The worker's own CPU: {feed['fanout_entries_per_cpu_s']:,} entries per CPU "
+            "second, so on a box where the database has its own cores one worker process "
+            "does up to that.",
+            f"- queries_per_shard_s = {feed['queries_per_shard_s']:,}: `{feed['pgbench_command']}`"
+            " with a script of the feed page's two read statements, against this box's "
+            "PostgreSQL with pgbench on the same two cores. A dedicated database server with "
+            "more cores answers more; this figure is the floor the plan uses.",
+        ]
     if args.scaling is not None:
         figures = json.loads(args.scaling.read_text())
         kept_scaling = ROOT / "docs" / "reports" / "scaling.json"

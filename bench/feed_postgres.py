@@ -26,9 +26,12 @@ Run: ``python -m bench.feed_postgres [--quick]`` from the repository root (Postg
 
 from __future__ import annotations
 
+import json
 import random
+import re
 import secrets
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -38,10 +41,11 @@ import psycopg
 import sqlalchemy as sa
 
 from adapters.sql.engine import statements_in_this_thread
-from bench._common import interleaved, latency_table, parse_args
+from bench._common import interleaved, latency_table, load_average
 from entrypoints.config import load_settings
 from entrypoints.container import close_adapters, create_container, create_tables
 from scalecore.ids import logical_shard_for, make_id, shard_of
+from scalecore.photofeed.events import TOPIC_PHOTO_UPLOADED, PhotoEvent
 
 SERVER = "postgresql://postgres@127.0.0.1:5432"
 LIMIT = 10
@@ -132,6 +136,86 @@ def _load(
     return {"ids": ids, "names": names, "feed_rows": feed_rows, "photos": len(photo_rows)}
 
 
+def _fanout_rate(
+    service: Any, ids: list[str], rng: random.Random, *, uploads: int
+) -> dict[str, float]:
+    """Feed entries one feed-worker thread writes per second: ``apply_photo_event`` (what
+    ``FeedWorker.handle`` calls) for ``uploads`` new photos of random accounts, each
+    written into every follower's feed on PostgreSQL and each follower's cached first
+    page invalidated in memcached. The broker's delivery is left out (measured by
+    bench.bus_publish)."""
+    now = time.time()
+    owners = [rng.choice(ids) for _ in range(uploads)]
+    events = [
+        PhotoEvent(
+            photo_id=make_id(int(now * 1000) + k, shard_of(owner), 900 + k % 100),
+            owner_id=owner,
+            created_at=now + k * 1e-3,
+            occurred_at=now + k * 1e-3,
+        ).to_payload()
+        for k, owner in enumerate(owners)
+    ]
+    written = 0
+    began, cpu_began = time.perf_counter(), time.process_time()
+    for payload in events:
+        written += service.apply_photo_event(TOPIC_PHOTO_UPLOADED, payload)
+    elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu_began
+    rate = written / elapsed
+    print(
+        f"\nfan-out: {uploads} uploads -> {written:,} feed entries in {elapsed:.2f} s: "
+        f"{rate:,.0f} entries/s for one worker thread ({written / max(cpu, 1e-9):,.0f} per "
+        f"CPU second of the worker; {elapsed / uploads * 1000:.1f} ms per upload)"
+    )
+    return {
+        "fanout_uploads": uploads,
+        "fanout_entries": written,
+        "fanout_entries_per_worker_s": round(rate),
+        "fanout_entries_per_cpu_s": round(written / max(cpu, 1e-9)),
+    }
+
+
+#: pgbench script: a fan-out feed page, as the repositories read it (page, then its photos).
+#: The photo statement finds the page's ids again in a subquery, so it costs a little more
+#: than SqlPhotoRepository.get_many with the ids in hand.
+_PGBENCH_SCRIPT = """\\set n random(0, {last})
+SELECT follower_id, photo_id, owner_id, created_at, added_at, removed_at FROM photofeed_feed \
+WHERE follower_id = (SELECT id FROM bench_user_ids WHERE n = :n) AND added_at IS NOT NULL \
+AND (removed_at IS NULL OR added_at >= removed_at) \
+ORDER BY created_at DESC, photo_id DESC LIMIT 10;
+SELECT * FROM photofeed_photos WHERE id IN (SELECT photo_id FROM photofeed_feed \
+WHERE follower_id = (SELECT id FROM bench_user_ids WHERE n = :n) \
+ORDER BY created_at DESC, photo_id DESC LIMIT 10);
+"""
+
+
+def _shard_queries_per_s(url: str, ids: list[str], *, seconds: int) -> dict[str, Any]:
+    """The statements/s this PostgreSQL answers for the feed's read statements, driven
+    by pgbench (8 clients, 2 threads, prepared statements) on the same box."""
+    with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE bench_user_ids (n integer PRIMARY KEY, id text NOT NULL)")
+        with cur.copy("COPY bench_user_ids (n, id) FROM STDIN") as copy:
+            for n, user in enumerate(ids):
+                copy.write_row((n, user))
+        cur.execute("ANALYZE bench_user_ids")
+    script = Path(tempfile.mkdtemp(prefix="bench-pgbench-")) / "feed.sql"
+    script.write_text(_PGBENCH_SCRIPT.format(last=len(ids) - 1))
+    database = url.rsplit("/", 1)[1]
+    command = [
+        "pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-M", "prepared", "-c", "8",
+        "-j", "2", "-T", str(seconds), "-f", str(script), database,
+    ]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    tps = float(re.search(r"tps = ([0-9.]+)", out).group(1))  # type: ignore[union-attr]
+    latency = re.search(r"latency average = ([0-9.]+) ms", out)
+    qps = 2 * tps
+    print(
+        f"PostgreSQL under pgbench (8 clients, prepared, {seconds} s, client on the same "
+        f"cores): {tps:,.0f} feed pages/s = {qps:,.0f} statements/s"
+        + (f", {latency.group(1)} ms per page" if latency else "")
+    )
+    return {"queries_per_shard_s": round(qps), "pgbench_command": " ".join(command[:-2])}
+
+
 def _sample_excluding(rng: random.Random, size: int, count: int, exclude: int) -> list[int]:
     chosen: set[int] = set()
     while len(chosen) < count:
@@ -141,8 +225,13 @@ def _sample_excluding(rng: random.Random, size: int, count: int, exclude: int) -
     return list(chosen)
 
 
-def run(quick: bool = False) -> dict[str, float]:
-    users, follows, photos_per_user = (1000, 100, 2) if quick else (10_000, 100, 3)
+def run(
+    quick: bool = False, photos_per_user: int | None = None, json_path: Path | None = None
+) -> dict[str, float]:
+    users, follows, default_photos = (1000, 100, 2) if quick else (10_000, 100, 3)
+    photos_per_user = photos_per_user or default_photos
+    print(f"feed on PostgreSQL: {users:,} users following {follows} each, {photos_per_user} "
+          f"photos each; {load_average()}")  # fmt: skip
     rounds, batch = (5, 40) if quick else (10, 100)
     name = f"bench_feed_{secrets.token_hex(5)}"
     url = f"{SERVER}/{name}"
@@ -153,7 +242,10 @@ def run(quick: bool = False) -> dict[str, float]:
     config.write_text(
         f'[deployment]\ndata_dir = "{workdir}"\n\n[database]\n'
         f'shards = ["postgresql+psycopg://postgres@127.0.0.1:5432/{name}"]\n\n'
-        '[bus]\nmode = "sync"\n\n[ledger]\nbackend = "memory"\n'
+        '[bus]\nmode = "sync"\n\n[ledger]\nbackend = "memory"\n\n'
+        # As deploy/distributed.toml: fan-out invalidates first feed pages in memcached.
+        '[cache]\nbackend = "twotier"\nservers = ["127.0.0.1:21211", "127.0.0.1:21212"]\n'
+        f'namespace = "{name}:"\nlocal_ttl = 2.0\n'
     )
     container = create_container(load_settings(config, environ={}))
     try:
@@ -173,9 +265,11 @@ def run(quick: bool = False) -> dict[str, float]:
             return photos.get_many([entry.photo_id for entry in entries])
 
         def pull() -> object:
+            # The same path a repository read takes (ShardedDatabase.query): one pooled
+            # connection, autocommit, no ping.
             user = order_pull.pop()
-            with photos_db.read(shard=0) as conn:
-                return conn.execute(PULL, {"user": user, "limit": LIMIT}).all()
+            params = {"user": user, "limit": LIMIT}
+            return photos_db.query(shard_of(user), lambda conn: conn.execute(PULL, params).all())
 
         # Same answers first: both designs show the same newest photos.
         probe = ids[7]
@@ -235,7 +329,8 @@ def run(quick: bool = False) -> dict[str, float]:
             f"{k} median {statistics.median(v):.3f} ms" for k, v in executed.items()
         ) + f"; ratio {server_ratio:.1f}x")  # fmt: skip
 
-        # Through the service's repositories (SQLAlchemy, the pool with its pre-ping).
+        # Through the service's repositories (SQLAlchemy Core, ShardedDatabase's pooled
+        # connections: autocommit reads, no pre-ping).
         samples = interleaved(
             {"fan-out read": fan_out, "pull-on-read join": pull},
             rounds=rounds,
@@ -249,6 +344,11 @@ def run(quick: bool = False) -> dict[str, float]:
             samples["fan-out read"]
         )
         print(f"fan-out reads are {via_repos:.1f}x faster (median) through the repositories")
+        print(
+            f"\nsummary: fan-out reads faster by {server_ratio:.1f}x server-side, "
+            f"{speedup:.1f}x at the database, {via_repos:.1f}x through the repositories; "
+            f"{load_average()}"
+        )
 
         # Queries per request, cold and warm.
         sample = rng.sample(range(users), 50)
@@ -266,12 +366,34 @@ def run(quick: bool = False) -> dict[str, float]:
         print("\nSQL statements per call (50 users; warm = the second call, cache filled)")
         for label, values in counts.items():
             print(f"  {label:<13} mean {statistics.mean(values):.2f}  max {max(values)}")
+
+        fanout = _fanout_rate(service, ids, rng, uploads=50 if quick else 300)
+        shard_qps = _shard_queries_per_s(url, ids, seconds=5 if quick else 15)
+        figures = {
+            "users": users,
+            "follows": follows,
+            "photos_per_user": photos_per_user,
+            "fanout_speedup_server": round(server_ratio, 2),
+            "fanout_speedup_database": round(speedup, 2),
+            "fanout_speedup_repositories": round(via_repos, 2),
+            "feed_warm_queries": max(counts["feed warm"]),
+            "profile_warm_queries": max(counts["profile warm"]),
+            **fanout,
+            **shard_qps,
+            "load_average": load_average(),
+            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }
+        if json_path is not None:
+            json_path.write_text(json.dumps(figures, indent=2) + "\n")
+            print(f"figures: {json_path}")
         return {
             "feed.fanout_speedup": speedup,
             "feed.fanout_speedup_server": server_ratio,
             "feed.fanout_speedup_repositories": via_repos,
             "feed.warm_queries": float(max(counts["feed warm"])),
             "profile.warm_queries": float(max(counts["profile warm"])),
+            "feed.fanout_entries_per_s": float(fanout["fanout_entries_per_worker_s"]),
+            "feed.queries_per_shard_s": float(shard_qps["queries_per_shard_s"]),
         }
     finally:
         close_adapters(container)
@@ -280,4 +402,13 @@ def run(quick: bool = False) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    run(parse_args(__doc__.splitlines()[0]).quick)
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1,000 users (a smoke run)")
+    parser.add_argument(
+        "--photos", type=int, default=None, help="photos per user (default 3; quick: 2)"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    arguments = parser.parse_args()
+    run(arguments.quick, arguments.photos, arguments.json)

@@ -1,90 +1,147 @@
-"""`scalecore run` on waitress vs werkzeug's development server, under the load test's mix.
+"""`scalecore run` on waitress vs werkzeug's development server, under the load test's mix,
+at several concurrency levels.
 
-One embedded site (one data directory); the two servers take turns serving it
-(``scalecore run --server NAME``), in alternating order over the rounds, each loaded by
-``scalecore loadtest`` with the same users, think time 0 (as fast as they answer), and a
-bounded duration. Each load run seeds its own small population first (over HTTP, not
-timed). Reports req/s and p50/p99 of all requests and of the feed per server, and the
-ratio waitress / werkzeug.
+One embedded site (one data directory); the servers take turns serving it (``scalecore
+run --server NAME``; waitress with ``[web] threads`` = 4, the default, and 8), each loaded
+by ``scalecore loadtest`` with think time 0 (every virtual user sends its next request as
+soon as the last one is answered) at each number of users, in an order that rotates from
+one level to the next. Each load run seeds its own small population first (over HTTP, not
+timed). With ``--pin`` (the default on 2 or more cores) the site runs on CPU 1 and the
+load generator on CPU 0. Reports req/s, p50/p99 of all requests and of the feed, and
+failures, per server and level.
 
-Run: ``python -m bench.run_server [--quick]`` from the repository root.
+Run: ``python -m bench.run_server [--quick] [--users 1,8,32] [--no-pin]`` from the
+repository root.
 """
 
 from __future__ import annotations
 
-import statistics
+import argparse
+import json
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from bench._common import parse_args, table
-from bench._loadrun import deployment, loadtest, scratch
+from bench._common import load_average, table
+from bench._loadrun import deployment, loadtest, scratch, split_cpus
 
-SERVERS = ("werkzeug", "waitress")
+#: label -> (server, environment overrides)
+SERVERS: dict[str, tuple[str, dict[str, str]]] = {
+    "werkzeug": ("werkzeug", {}),
+    "waitress, 4 threads": ("waitress", {"SCALECORE_WEB__THREADS": "4"}),
+    "waitress, 8 threads": ("waitress", {"SCALECORE_WEB__THREADS": "8"}),
+}
 
 
-def run(quick: bool = False) -> dict[str, float]:
-    rounds, duration, users = (1, "10s", 10) if quick else (2, "25s", 20)
+def run(
+    quick: bool = False,
+    levels: Sequence[int] = (),
+    pin: bool = True,
+    json_path: Path | None = None,
+) -> dict[str, float]:
+    levels = tuple(levels) or ((4, 16) if quick else (1, 8, 32, 64))
+    duration = "10s" if quick else "20s"
     workdir = scratch("bench-run-server-")
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in SERVERS}
-    for round_ in range(rounds):
-        order = SERVERS if round_ % 2 == 0 else SERVERS[::-1]
-        for server in order:
-            with deployment("embedded-run", workdir, server=server) as url:
+    split = split_cpus() if pin else None
+    site_cpus, load_cpus = split if split else (None, None)
+    placement = (
+        f"site on CPU {sorted(site_cpus)}, load generator on CPU {sorted(load_cpus)}"
+        if site_cpus and load_cpus
+        else "site and load generator on any core"
+    )
+    print(f"{placement}; {load_average()}", flush=True)
+    names = list(SERVERS)
+    results: list[dict[str, Any]] = []
+    for index, users in enumerate(levels):
+        order = names[index % len(names) :] + names[: index % len(names)]
+        for label in order:
+            server, env = SERVERS[label]
+            with deployment(
+                "embedded-run", workdir, server=server, env_extra=env, cpus=site_cpus
+            ) as url:
                 report = loadtest(
                     url,
-                    workdir / f"report-{server}-{round_}",
+                    workdir / f"report-{server}-{len(results)}",
                     users=users,
                     duration=duration,
+                    cpus=load_cpus,
                     spawn_rate=users,
                     think_time=0,
                     seed_users=30,
                     follows=10,
                     photos=30,
-                    seed=round_,
+                    seed=index,
                 )
             endpoints = {e["name"]: e for e in report["endpoints"]}
             total, feed = endpoints["all requests"], endpoints["GET /api/feed"]
-            results[server].append(
-                {
-                    "rps": total["rps"],
-                    "p50": total["p50_ms"],
-                    "p99": total["p99_ms"],
-                    "feed_p50": feed["p50_ms"],
-                    "feed_p99": feed["p99_ms"],
-                    "failures": total["failures"],
-                }
+            result = {
+                "server": label,
+                "users": users,
+                "rps": total["rps"],
+                "p50": total["p50_ms"],
+                "p99": total["p99_ms"],
+                "feed_p50": feed["p50_ms"],
+                "feed_p99": feed["p99_ms"],
+                "failures": total["failures"],
+                "requests": total["requests"],
+                "load_average": load_average(),
+            }
+            results.append(result)
+            print(
+                f"{users} users, {label}: {total['rps']} req/s, p99 {total['p99_ms']} ms, "
+                f"{total['failures']} failed; {result['load_average']}",
+                flush=True,
             )
-            print(f"round {round_ + 1}: {server}: {total['rps']} req/s, p99 {total['p99_ms']} ms")
-
-    def mean(server: str, key: str) -> float:
-        return statistics.mean(r[key] for r in results[server])
 
     rows: list[Sequence[object]] = [
         [
-            server,
-            f"{mean(server, 'rps'):,.1f}",
-            f"{mean(server, 'p50'):.1f}",
-            f"{mean(server, 'p99'):.1f}",
-            f"{mean(server, 'feed_p50'):.1f}",
-            f"{mean(server, 'feed_p99'):.1f}",
-            int(sum(r["failures"] for r in results[server])),
+            r["users"],
+            r["server"],
+            f"{r['rps']:,.1f}",
+            f"{r['p50']:.1f}",
+            f"{r['p99']:.1f}",
+            f"{r['feed_p50']:.1f}",
+            f"{r['feed_p99']:.1f}",
+            f"{r['failures']} of {r['requests']}",
         ]
-        for server in SERVERS
+        for r in sorted(results, key=lambda r: (r["users"], names.index(r["server"])))
     ]
-    print(
-        f"\n{users} users, think time 0, {duration} x {rounds} round(s) per server "
-        "(means over rounds)"
-    )
+    print(f"\nthink time 0, {duration} per run; {placement}")
     print(
         table(
-            ["server", "req/s", "p50 ms", "p99 ms", "feed p50 ms", "feed p99 ms", "failures"],
+            ["users", "server", "req/s", "p50 ms", "p99 ms", "feed p50", "feed p99", "failed"],
             rows,
         )
     )
-    ratio_rps = mean("waitress", "rps") / mean("werkzeug", "rps")
-    ratio_p99 = mean("waitress", "p99") / mean("werkzeug", "p99")
-    print(f"waitress / werkzeug: req/s x{ratio_rps:.2f}, p99 x{ratio_p99:.2f}")
-    return {"run.waitress_rps_ratio": ratio_rps, "run.waitress_p99_ratio": ratio_p99}
+    ratios: dict[str, float] = {}
+    for users in levels:
+        by = {r["server"]: r for r in results if r["users"] == users}
+        base = by["werkzeug"]
+        for label in names[1:]:
+            rps = by[label]["rps"] / base["rps"] if base["rps"] else float("nan")
+            p99 = by[label]["p99"] / base["p99"] if base["p99"] else float("nan")
+            print(f"{users} users: {label} / werkzeug: req/s x{rps:.2f}, p99 x{p99:.2f}")
+            ratios[f"run.{label}.{users}.rps_ratio"] = rps
+    if json_path is not None:
+        json_path.write_text(
+            json.dumps({"placement": placement, "duration": duration, "runs": results}, indent=2)
+            + "\n"
+        )
+        print(f"figures: {json_path}")
+    return ratios
 
 
 if __name__ == "__main__":
-    run(parse_args(__doc__.splitlines()[0]).quick)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
+    parser.add_argument(
+        "--users", default="", help="comma-separated concurrency levels (default 1,8,32,64)"
+    )
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false",
+        help="let the site and the load generator share every core",
+    )  # fmt: skip
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    args = parser.parse_args()
+    chosen = [int(part) for part in args.users.split(",") if part.strip()]
+    run(args.quick, chosen, args.pin, args.json)

@@ -14,11 +14,15 @@ it. Points:
 * ``distributed, no shared cache``: the same with ``[cache] backend = "memory"`` (each
   process caches for itself; invalidations reach only the process that made them).
 
-The load generator runs on the same 2-core box as the site, so req/s is the site's
-throughput with a core's worth of it spent generating load. Figures are written to
-``--json FILE`` for bench/capacity.py.
+The load generator runs on the same box as the site. With ``--pin`` (the default on a
+box of 2 or more cores) it is confined to CPU 0 and every process of the site to the
+other cores (``os.sched_setaffinity``; their children inherit it), so the two stop taking
+turns on the same core; the shared servers (PostgreSQL, memcached, RabbitMQ, moto) stay
+free to run anywhere. Each point records the site's CPU seconds during the load (from
+``/proc``): CPU per request, and the cores the site kept busy (CPU seconds / wall
+seconds). Figures are written to ``--json FILE`` for bench/capacity.py.
 
-Run: ``python -m bench.scaling [--quick] [--json FILE]`` from the repository root.
+Run: ``python -m bench.scaling [--quick] [--no-pin] [--json FILE]`` from the repository root.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench._common import table
-from bench._loadrun import deployment, loadtest, scratch
+from bench._common import load_average, table
+from bench._loadrun import deployment, loadtest, scratch, split_cpus
 
 #: name -> (deployment kind, environment overrides, per-process cache instead of memcached)
 VARIANTS: dict[str, tuple[str, dict[str, str], bool]] = {
@@ -68,6 +72,7 @@ def point_of(
         "queries_per_request": metrics.get("db_queries_per_request_overall"),
         "metrics_scope": metrics.get("scope"),
         "cpu_seconds": report.get("deployment", {}).get("cpu_seconds"),
+        "load_seconds": report.get("deployment", {}).get("load_seconds"),
         "report": str(where / "report"),
     }
 
@@ -77,10 +82,19 @@ def run(
     json_path: Path | None = None,
     only: Sequence[str] = (),
     workers_only: Sequence[int] = (),
+    pin: bool = True,
 ) -> dict[str, float]:
     workers_list = tuple(workers_only) or ((1, 2) if quick else (1, 2, 3))
     duration, users = ("10s", 10) if quick else ("25s", 24)
     workdir = scratch("bench-scaling-")
+    split = split_cpus() if pin else None
+    site_cpus, load_cpus = split if split else (None, None)
+    placement = (
+        f"site on CPU {sorted(site_cpus)}, load generator on CPU {sorted(load_cpus)}"
+        if site_cpus and load_cpus
+        else "site and load generator on any core"
+    )
+    print(f"{placement}; {load_average()}", flush=True)
     points: list[dict[str, Any]] = []
     if json_path is not None and json_path.exists() and only:
         kept = json.loads(json_path.read_text())["points"]
@@ -95,13 +109,19 @@ def run(
         for workers in workers_list:
             where = workdir / f"{kind}-{workers}-{len(points)}"
             with deployment(
-                kind, where, workers=workers, env_extra=env, local_cache=local_cache
+                kind,
+                where,
+                workers=workers,
+                env_extra=env,
+                local_cache=local_cache,
+                cpus=site_cpus,
             ) as url:
                 report = loadtest(
                     url,
                     where / "report",
                     users=users,
                     duration=duration,
+                    cpus=load_cpus,
                     spawn_rate=users,
                     think_time=0,
                     seed_users=60,
@@ -110,6 +130,8 @@ def run(
                     seed=workers,
                 )
             point = point_of(variant, workers, users, report, where)
+            point["placement"] = placement
+            point["load_average"] = load_average()
             points.append(point)
             print(
                 f"{variant}, {workers} worker(s): {point['rps']} req/s, p99 {point['p99_ms']} ms,"
@@ -129,20 +151,26 @@ def run(
             f" ({p['fanout_timed_out']} t/o)",
             "" if p["profile_hit_rate"] is None else f"{p['profile_hit_rate']:.2f}",
             "" if p["queries_per_request"] is None else f"{p['queries_per_request']:.2f}",
+            _cpu_ms(p),
+            _busy_cores(p),
         ]
         for p in points
     ]
-    print(f"\n{users} users, think time 0, {duration} per point")
+    print(f"\n{users} users, think time 0, {duration} per point; {placement}")
     print(
         table(
             ["deployment", "workers", "req/s", "p50 ms", "p99 ms", "feed p99", "failed",
-             "lag p50/p99 s", "profile hits", "queries/req"],
+             "lag p50/p99 s", "profile hits", "queries/req", "CPU ms/req", "site cores busy"],
             rows,
         )
     )  # fmt: skip
     if json_path is not None:
         json_path.write_text(
-            json.dumps({"users": users, "duration": duration, "points": points}, indent=2) + "\n"
+            json.dumps(
+                {"users": users, "duration": duration, "placement": placement, "points": points},
+                indent=2,
+            )
+            + "\n"
         )
         print(f"figures: {json_path}")
     return {
@@ -150,6 +178,16 @@ def run(
         for p in points
         if p["variant"] == "distributed"
     }
+
+
+def _cpu_ms(point: dict[str, Any]) -> str:
+    cpu = point.get("cpu_seconds")
+    return f"{1000 * cpu / point['requests']:.1f}" if cpu and point["requests"] else "-"
+
+
+def _busy_cores(point: dict[str, Any]) -> str:
+    cpu, wall = point.get("cpu_seconds"), point.get("load_seconds")
+    return f"{cpu / wall:.2f}" if cpu and wall else "-"
 
 
 if __name__ == "__main__":
@@ -163,5 +201,9 @@ if __name__ == "__main__":
         "--variant", action="append", default=[], choices=list(VARIANTS),
         help="only this variant (repeatable); with --json, the file's other points are kept",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false",
+        help="let the site and the load generator share every core",
+    )  # fmt: skip
     args = parser.parse_args()
-    run(args.quick, args.json, args.variant, args.workers)
+    run(args.quick, args.json, args.variant, args.workers, args.pin)

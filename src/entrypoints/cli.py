@@ -723,6 +723,16 @@ def loadtest(
     help="Cores the site had in the load test (used when the report has no CPU figure).",
 )  # fmt: skip
 @click.option("--cores-per-server", type=click.IntRange(1, 512), default=8, show_default=True)
+@click.option(
+    "--fanout-entries-per-worker-s", type=click.FloatRange(min=1.0), default=5000.0,
+    show_default=True,
+    help="Feed entries one feed worker writes per second (bench.feed_postgres measures it).",
+)  # fmt: skip
+@click.option(
+    "--queries-per-shard-s", type=click.FloatRange(min=1.0), default=10000.0,
+    show_default=True,
+    help="Statements/s one PostgreSQL shard answers (bench.feed_postgres measures it).",
+)  # fmt: skip
 @_one_line_errors
 def capacity(
     viewers: int,
@@ -731,6 +741,8 @@ def capacity(
     utilisation: float,
     site_cores: float,
     cores_per_server: int,
+    fanout_entries_per_worker_s: float,
+    queries_per_shard_s: float,
 ) -> None:
     """Print a capacity plan (Markdown) for VIEWERS concurrent feed viewers, from the
     figures a load test measured: web cores and processes, feed workers, memcached memory,
@@ -752,6 +764,8 @@ def capacity(
         utilisation=utilisation,
         site_cores=site_cores,
         cores_per_server=cores_per_server,
+        fanout_entries_per_worker_s=fanout_entries_per_worker_s,
+        queries_per_shard_s=queries_per_shard_s,
     )
     try:
         text = render_plan(report, viewers, assumptions, source=str(report_dir))

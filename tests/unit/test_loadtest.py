@@ -273,6 +273,17 @@ def test_capacity_prints_the_plan_and_refuses_what_is_not_a_report(tmp_path: Pat
     assert "| web cores | D x CPU per request / utilisation | 166.7 |" in result.output
     for stage in ("Stage 0-1", "Stage 2", "Stage 3", "Stage 4", "Stage 5"):
         assert stage in result.output
+    # The two throughput figures bench.feed_postgres measures are options.
+    measured = CliRunner().invoke(
+        main,
+        ["capacity", "--viewers", "50000", "--report", str(tmp_path / "r"),
+         "--queries-per-shard-s", "1000", "--fanout-entries-per-worker-s", "2000"],
+    )  # fmt: skip
+    assert measured.exit_code == 0, measured.output
+    assert "| PostgreSQL shards | ceil(queries/s / queries_per_shard_s) | 3 |" in measured.output
+    assert "| feed worker processes | ceil(entries/s / fanout_entries_per_worker_s) | 3 |" in (
+        measured.output
+    )
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "report.json").write_text('{"x": 1}')
     for where, message in ((tmp_path / "none", "does not exist"), (tmp_path / "bad", "not a")):
