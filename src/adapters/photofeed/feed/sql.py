@@ -40,6 +40,14 @@ __all__ = ["SqlFeedRepository"]
 _t = feed_table
 #: Rows per INSERT statement of a merge.
 _BATCH = 500
+#: The first page of a feed, built once: SQLAlchemy then skips building the statement and
+#: its cache key on every read (the hot path of a feed request).
+_FIRST_PAGE = (
+    sa.select(_t)
+    .where(_t.c.follower_id == sa.bindparam("follower"), live(_t.c.added_at, _t.c.removed_at))
+    .order_by(_t.c.created_at.desc(), _t.c.photo_id.desc())
+    .limit(sa.bindparam("limit", type_=sa.Integer))
+)
 
 
 class SqlFeedRepository(FeedRepository):
@@ -104,11 +112,14 @@ class SqlFeedRepository(FeedRepository):
         logical = logical_of(follower_id)
         if logical is None or limit < 1:
             return []
+        if before is None:
+            params = {"follower": follower_id, "limit": limit}
+            first = self._db.query(logical, lambda conn: conn.execute(_FIRST_PAGE, params).all())
+            return [_entry(row) for row in first]
         query = sa.select(_t).where(
             _t.c.follower_id == follower_id, live(_t.c.added_at, _t.c.removed_at)
         )
-        if before is not None:
-            query = query.where(below(_t.c.created_at, _t.c.photo_id, before))
+        query = query.where(below(_t.c.created_at, _t.c.photo_id, before))
         query = query.order_by(_t.c.created_at.desc(), _t.c.photo_id.desc()).limit(limit)
         rows = self._db.query(logical, lambda conn: conn.execute(query).all())
         return [_entry(row) for row in rows]

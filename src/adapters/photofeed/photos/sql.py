@@ -38,6 +38,8 @@ from scalecore.photofeed.ports import PhotoRepository
 __all__ = ["SqlPhotoRepository", "outbox_row"]
 
 _t = photos_table
+#: Photos by id, built once (see ``_FIRST_PAGE`` in the feed repository): the feed's read.
+_BY_IDS = sa.select(_t).where(_t.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 
 class SqlPhotoRepository(PhotoRepository):
@@ -90,7 +92,7 @@ class SqlPhotoRepository(PhotoRepository):
         found: dict[str, Photo] = {}
         for rows in self._db.query_each(
             by_logical(photo_ids),
-            lambda conn, ids: conn.execute(sa.select(_t).where(_t.c.id.in_(ids))).all(),
+            lambda conn, ids: conn.execute(_BY_IDS, {"ids": ids}).all(),
         ):
             found.update((row.id, _photo(row)) for row in rows)
         return found
