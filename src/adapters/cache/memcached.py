@@ -36,6 +36,7 @@ With several servers only the keys of the failed one are affected. ``get_many`` 
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Iterable, Mapping, Sequence
@@ -104,12 +105,38 @@ class MemcachedCache(Cache):
 
     # -- data operations: a failure is a miss or a dropped write -------------------------
 
+    # get and get_many are the hot path (every cached read): they do what lookup and
+    # lookup_many do without building the expiry of each hit, which only the two-tier
+    # cache needs.
+
     def get(self, key: str) -> JSONValue | NoValue:
-        found = self.lookup(key)
-        return NO_VALUE if found is None else found[0]
+        slot = self._slot(key)
+        try:
+            stored = self._cluster.call(
+                self._cluster.server_for(slot), lambda client: client.get(slot)
+            )
+        except BackendUnavailable:
+            self.stats.add(misses=1, errors=1)
+            return NO_VALUE
+        value = NO_VALUE if stored is None else _decode(stored)
+        if value is NO_VALUE:
+            self.stats.add(misses=1)
+        else:
+            self.stats.add(hits=1)
+        return value
 
     def get_many(self, keys: Iterable[str]) -> dict[str, JSONValue]:
-        return {key: value for key, (value, _) in self.lookup_many(keys).items()}
+        slots = {key: self._slot(key) for key in keys}
+        found, errors = self._fetch_many(slots.values())
+        hits: dict[str, JSONValue] = {}
+        for key, slot in slots.items():
+            stored = found.get(slot)
+            if stored is not None:
+                value = _decode(stored)
+                if value is not NO_VALUE:
+                    hits[key] = value
+        self.stats.add(hits=len(hits), misses=len(slots) - len(hits), errors=errors)
+        return hits
 
     def set(self, key: str, value: JSONValue, ttl: float | None = None) -> None:
         slot, data = self._slot(key), _encode(value)
@@ -232,13 +259,7 @@ class MemcachedCache(Cache):
     def lookup_many(self, keys: Iterable[str]) -> dict[str, tuple[JSONValue, float | None]]:
         """Like :meth:`get_many`, with each hit's expiry (Unix time, None if none)."""
         slots = {key: self._slot(key) for key in keys}
-        found: dict[str, Stored] = {}
-        errors = 0
-        for server, batch in self._cluster.by_server(set(slots.values())).items():
-            try:
-                found.update(self._cluster.call(server, operator.methodcaller("get_many", batch)))
-            except BackendUnavailable:
-                errors += 1
+        found, errors = self._fetch_many(slots.values())
         hits: dict[str, tuple[JSONValue, float | None]] = {}
         for key, slot in slots.items():
             stored = found.get(slot)
@@ -252,7 +273,20 @@ class MemcachedCache(Cache):
     # -- internals -----------------------------------------------------------------------
 
     def _slot(self, key: str) -> str:
-        return normalise_cache_key(key, namespace=self.namespace)
+        if type(key) is str:
+            return _normalised(key, self.namespace)
+        return normalise_cache_key(key, namespace=self.namespace)  # raises, or a str subclass
+
+    def _fetch_many(self, slots: Iterable[str]) -> tuple[dict[str, Stored], int]:
+        """The items found for ``slots`` (one request per server) and how many failed."""
+        found: dict[str, Stored] = {}
+        errors = 0
+        for server, batch in self._cluster.by_server(set(slots)).items():
+            try:
+                found.update(self._cluster.call(server, operator.methodcaller("get_many", batch)))
+            except BackendUnavailable:
+                errors += 1
+        return found, errors
 
     def _expiry(self, ttl: float | None) -> tuple[int, int]:
         """memcached's ``exptime`` for ``ttl``, and the flags recording the expiry time."""
@@ -310,6 +344,13 @@ class MemcachedCache(Cache):
 
 def _encode(value: object) -> bytes:
     return encode_value(value).encode("utf-8")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _normalised(key: str, namespace: str) -> str:
+    """``normalise_cache_key``, remembered: the same keys are read again and again, and the
+    check (a regular expression, or a sha256 for long keys) costs more than the lookup."""
+    return normalise_cache_key(key, namespace=namespace)
 
 
 def _decode(stored: Stored) -> JSONValue | NoValue:
