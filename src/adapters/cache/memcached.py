@@ -281,7 +281,8 @@ class MemcachedCache(Cache):
         """The items found for ``slots`` (one request per server) and how many failed."""
         found: dict[str, Stored] = {}
         errors = 0
-        for server, batch in self._cluster.by_server(set(slots)).items():
+        # Distinct keys have distinct slots (normalisation is one-to-one): no set needed.
+        for server, batch in self._cluster.by_server(slots).items():
             try:
                 found.update(self._cluster.call(server, operator.methodcaller("get_many", batch)))
             except BackendUnavailable:
