@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ def run(
     levels: Sequence[int] = (),
     pin: bool = True,
     json_path: Path | None = None,
+    rounds: int = 1,
 ) -> dict[str, float]:
     levels = tuple(levels) or ((4, 16) if quick else (1, 8, 32, 64))
     duration = "10s" if quick else "20s"
@@ -52,7 +54,8 @@ def run(
     print(f"{placement}; {load_average()}", flush=True)
     names = list(SERVERS)
     results: list[dict[str, Any]] = []
-    for index, users in enumerate(levels):
+    turns = [(round_, users) for round_ in range(rounds) for users in levels]
+    for index, (round_, users) in enumerate(turns):
         order = names[index % len(names) :] + names[: index % len(names)]
         for label in order:
             server, env = SERVERS[label]
@@ -77,6 +80,7 @@ def run(
             result = {
                 "server": label,
                 "users": users,
+                "round": round_,
                 "rps": total["rps"],
                 "p50": total["p50_ms"],
                 "p99": total["p99_ms"],
@@ -93,6 +97,7 @@ def run(
                 flush=True,
             )
 
+    merged = _merge_rounds(results)
     rows: list[Sequence[object]] = [
         [
             r["users"],
@@ -103,19 +108,24 @@ def run(
             f"{r['feed_p50']:.1f}",
             f"{r['feed_p99']:.1f}",
             f"{r['failures']} of {r['requests']}",
+            r["range"],
         ]
-        for r in sorted(results, key=lambda r: (r["users"], names.index(r["server"])))
+        for r in sorted(merged, key=lambda r: (r["users"], names.index(r["server"])))
     ]
-    print(f"\nthink time 0, {duration} per run; {placement}")
+    print(
+        f"\nthink time 0, {duration} per run, {rounds} round(s) (medians over rounds; "
+        f"req/s of each round in the last column); {placement}"
+    )
     print(
         table(
-            ["users", "server", "req/s", "p50 ms", "p99 ms", "feed p50", "feed p99", "failed"],
+            ["users", "server", "req/s", "p50 ms", "p99 ms", "feed p50", "feed p99", "failed",
+             "req/s per round"],
             rows,
         )
-    )
+    )  # fmt: skip
     ratios: dict[str, float] = {}
     for users in levels:
-        by = {r["server"]: r for r in results if r["users"] == users}
+        by = {r["server"]: r for r in merged if r["users"] == users}
         base = by["werkzeug"]
         for label in names[1:]:
             rps = by[label]["rps"] / base["rps"] if base["rps"] else float("nan")
@@ -131,6 +141,23 @@ def run(
     return ratios
 
 
+def _merge_rounds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (server, users): the median of each figure over the rounds."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for result in results:
+        groups.setdefault((result["server"], result["users"]), []).append(result)
+    merged = []
+    for (server, users), runs in groups.items():
+        row: dict[str, Any] = {"server": server, "users": users}
+        for key in ("rps", "p50", "p99", "feed_p50", "feed_p99"):
+            row[key] = statistics.median(run[key] for run in runs)
+        row["failures"] = sum(run["failures"] for run in runs)
+        row["requests"] = sum(run["requests"] for run in runs)
+        row["range"] = " / ".join(f"{run['rps']:.0f}" for run in runs)
+        merged.append(row)
+    return merged
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
@@ -142,6 +169,7 @@ if __name__ == "__main__":
         help="let the site and the load generator share every core",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--rounds", type=int, default=1, help="runs per server and level")
     args = parser.parse_args()
     chosen = [int(part) for part in args.users.split(",") if part.strip()]
-    run(args.quick, chosen, args.pin, args.json)
+    run(args.quick, chosen, args.pin, args.json, args.rounds)
