@@ -103,10 +103,12 @@ def main() -> None:
             "## The measured scaling curve (this 2-core box)",
             "",
             f"`python -m bench.scaling`: {figures['users']} virtual users, think time 0, "
-            f"{figures['duration']} per point; the load generator shares the two cores.",
+            f"{figures['duration']} per point; "
+            f"{figures.get('placement', 'the load generator shares the two cores')}.",
             "",
-            "| deployment | workers | req/s | p99 ms | x 1 worker | CPU ms/request |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| deployment | workers | req/s | p99 ms | x 1 worker | CPU ms/request "
+            "| site cores busy | load average |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         base: dict[str, float] = {}
         order = {name: i for i, name in enumerate(
@@ -118,17 +120,25 @@ def main() -> None:
         for point in points:
             base.setdefault(point["variant"], point["rps"])
             cpu = point.get("cpu_seconds")
+            wall = point.get("load_seconds")
             per_request = f"{1000 * cpu / point['requests']:.1f}" if cpu else "-"
+            busy = f"{cpu / wall:.2f}" if cpu and wall else "-"
+            load = point.get("load_average", "-").removeprefix("load average ")
             out.append(
                 f"| {point['variant']} | {point['workers']} | {point['rps']:,.1f} | "
                 f"{point['p99_ms']:,.0f} | {point['rps'] / base[point['variant']]:.2f} | "
-                f"{per_request} |"
+                f"{per_request} | {busy} | {load} |"
             )
         out += [
             "",
-            "Two cores cap the curve: past two workers (and with the load generator on the "
-            "same cores) more processes add contention, not throughput. The plan above scales "
-            "by CPU per request, which the box measures; the worker count per core is the "
+            "What this box can show: with the site held to one core and the load generator "
+            "on the other, the CPU each request costs the site's own processes (from /proc) "
+            "and how much of its core the site kept busy (site cores busy: CPU seconds over "
+            "wall seconds of the load phase). What it cannot show: throughput growing with "
+            "cores. There is no third core to give the site, PostgreSQL, memcached and "
+            "RabbitMQ share the two cores with everything else, and other work loaded the box "
+            "(the load average column). The plan above therefore scales by CPU per request, "
+            "which is what the box measures; how many workers to run per core is the "
             "operator's choice.",
         ]
     (ROOT / "docs" / "capacity.md").write_text("\n".join(out) + "\n")
