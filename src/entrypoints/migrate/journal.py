@@ -239,3 +239,30 @@ class BlobJournal:
         with self._store.unit_of_work(shard=0) as connection:
             _METADATA.create_all(connection, checkfirst=True)
             connection.execute(t.delete())
+
+
+def load_tracking(databases: Databases, table: str) -> tuple[list[str], set[int]] | None:
+    """The change-log state a complete walk of ``table`` left: the source's install ids it
+    started under and the buckets it could not verify (None: no complete walk yet)."""
+    value = read_journal(databases).get(f"changelog:{table}")
+    if value is None:
+        return None
+    state = json.loads(value)
+    return [str(i) for i in state["installs"]], {int(b) for b in state["pending"]}
+
+
+def save_tracking(databases: Databases, table: str, installs: list[str], pending: set[int]) -> None:
+    """Record that a walk of ``table`` covered every change logged under ``installs``,
+    except the ``pending`` buckets."""
+    value = json.dumps({"installs": installs, "pending": sorted(pending)})
+    write_journal(databases, **{f"changelog:{table}": value})
+
+
+def forget_tracking(databases: Databases) -> None:
+    """Forget every table's change-log state (the source's logs were removed)."""
+    store = databases.store("users")
+    with store.unit_of_work(shard=0) as connection:
+        if sa.inspect(connection).has_table(journal_table.name):
+            connection.execute(
+                journal_table.delete().where(journal_table.c.name.like("changelog:%"))
+            )

@@ -32,7 +32,7 @@ import attrs
 import sqlalchemy as sa
 
 from adapters.sql.shards import Databases
-from entrypoints.migrate import journal
+from entrypoints.migrate import changelog, journal
 from entrypoints.migrate.blobs import BlobResult, sync_blobs
 from entrypoints.migrate.progress import Progress
 from entrypoints.migrate.sessions import SessionResult, sync_sessions
@@ -210,10 +210,13 @@ def _ledger_skipped(source: Side, target: Side, skip: frozenset[str]) -> bool:
     )
 
 
-def _store_shards(side: Side, name: str) -> ShardSet:
+def _store_shards(side: Side, name: str, *, primaries: bool = False) -> ShardSet:
+    """The shards of store ``name``; a source is read from its replicas (if any) unless
+    ``primaries``: a copy reads primaries, where its change log is (a lagging replica
+    could hide a change the log already names, and the entry would be dropped)."""
     database = side.container.databases().store(name)
     count = getattr(database, "shard_count", None) or len(database)
-    if side.role == "source":
+    if side.role == "source" and not primaries:
         read: Callable[[int], Any] = lambda index: database.read(shard=index)  # noqa: E731
     else:  # the target is read back from its primaries
         read = lambda index: database.unit_of_work(shard=index)  # noqa: E731
@@ -354,21 +357,33 @@ def _copy_table(
     """Walk and write the buckets of ``table`` that may differ, read them back, and walk
     again those that still differ (a live source), up to MAX_ROUNDS times.
 
-    A first run walks everything. A later one checksums the source and walks only the
-    buckets whose checksum moved since the last verified copy (``records``).
+    A first run walks everything. A later one walks only the buckets the source's change
+    log (:mod:`entrypoints.migrate.changelog`) names, plus those an earlier run could not
+    verify; without a usable log it checksums the whole source and walks the buckets whose
+    checksum moved since the last verified copy (``records``).
     """
     sharded = target.place is not None
     only: set[int] | None = None
     recorded = journal.load_digests(records, table.name) if records is not None else {}
     verified: dict[int, Digest] = {}  # bucket -> source digest verified in the target
-    if recorded and not full:
+    log = _open_change_log(table, source, records, progress) if sharded else None
+    tracked = journal.load_tracking(records, table.name) if log is not None and records else None
+    trusted = log is not None and tracked is not None and tracked[0] == log.installs
+    if trusted and not full and log is not None and tracked is not None and not log.everything:
+        # Every write since the last complete walk is in the log: the other buckets are
+        # as that walk verified them.
+        only = log.buckets | tracked[1]
+        verified = {k: v for k, v in recorded.items() if k not in only}
+    elif recorded and not full:
         current = digest_table(table, source, sharded=sharded, progress=advance)
         only = mismatched(current, recorded)
         verified = {k: v for k, v in current.items() if k not in only}
+    if only is not None:
         unchanged = sum(d.count for d in verified.values())
         row.read += unchanged
         row.verified += unchanged
         if not only:
+            _close_change_log(table, source, records, log, set())
             return
     if records is not None:
         journal.forget_digests(
@@ -404,6 +419,8 @@ def _copy_table(
         good = scope - bad
         row.verified += sum(landed[k].count for k in good if k in landed)
         verified.update({k: result.source.get(k, Digest()) for k in good})
+        if only is not None:  # walked and empty on both sides now
+            verified.update({k: Digest() for k in only - scope})
         if not bad:
             break
         progress.say(
@@ -418,12 +435,45 @@ def _copy_table(
             table.name,
             {k: v for k, v in verified.items() if logical_of(k) not in dirty_shards},
         )
+    _close_change_log(table, source, records, log, bad)
     if bad:
         row.status = "DIFFERS"
         report.differences.append(
             f"{table.name}: {len({logical_of(k) for k in bad})} logical shard(s) still differ "
             f"after {MAX_ROUNDS} rounds (is the source still taking writes?)"
         )
+
+
+def _open_change_log(
+    table: sa.Table, source: ShardSet, records: Databases | None, progress: Progress
+) -> changelog.Snapshot | None:
+    """Install the change log of ``table`` on the source (if needed) and read it, before
+    any row is read; None without a journal or when the source refuses the triggers."""
+    if records is None:
+        return None
+    try:
+        installs = changelog.install(table, source)
+    except ScalecoreError as exc:
+        progress.say(
+            f"{table.name}: no change log on the source ({exc}); a later run checksums "
+            "the whole table to find what changed"
+        )
+        return None
+    return changelog.snapshot(table, source, installs)
+
+
+def _close_change_log(
+    table: sa.Table,
+    source: ShardSet,
+    records: Databases | None,
+    log: changelog.Snapshot | None,
+    pending: set[int],
+) -> None:
+    """Record that the walk covered the log (bar ``pending``), then drop what it read."""
+    if log is None or records is None:
+        return
+    journal.save_tracking(records, table.name, log.installs, pending)
+    changelog.forget(table, source, log)
 
 
 def _verify_table(
@@ -672,7 +722,7 @@ def _run_parts(
         row = _copy_store(
             name,
             tables,
-            _store_shards(source, name),
+            _store_shards(source, name, primaries=mode == "copy"),
             _store_shards(target, name),
             progress,
             report,

@@ -264,7 +264,11 @@ def _page_query(
         selector = sa.func.substr(keys[0], _PREFIX_START + 1, _PREFIX_LENGTH).concat(
             sa.func.substr(keys[-1], ID_LENGTH, 1)
         )
-        query = query.where(selector.in_(pairs))
+        # Rendered inline (id characters only): a later pass may name tens of thousands
+        # of buckets, more than a statement may bind on SQLite.
+        query = query.where(
+            selector.in_(sa.bindparam("buckets", pairs, expanding=True, literal_execute=True))
+        )
     if last is not None:
         if len(order) == 1:
             query = query.where(order[0] > last[0])
