@@ -541,6 +541,11 @@ def bus_replay(config_path: str | None, topic: str, groups: tuple[str, ...]) -> 
     is_flag=True,
     help="Walk every row, not only what changed since the last verified run.",
 )
+@click.option(
+    "--drop-change-log",
+    is_flag=True,
+    help="Only remove the change log earlier runs installed on the source (after the move).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @_one_line_errors
 def migrate(
@@ -550,6 +555,7 @@ def migrate(
     verify_only: bool,
     skip: tuple[str, ...],
     full: bool,
+    drop_change_log: bool,
     quiet: bool,
 ) -> None:
     """Copy every durable store of the deployment --from describes into the one --to
@@ -564,12 +570,20 @@ def migrate(
     from entrypoints.migrate.progress import Progress
     from entrypoints.migrate.sides import env_overrides
 
-    if dry_run and verify_only:
-        raise click.UsageError("--dry-run and --verify cannot be combined")
+    if sum((dry_run, verify_only, drop_change_log)) > 1:
+        raise click.UsageError("--dry-run, --verify and --drop-change-log cannot be combined")
     overrides = env_overrides()
     if overrides:
         _warn(f"note: {', '.join(overrides)} not applied: migrate reads --from and --to as written")
-    mode = "dry-run" if dry_run else "verify" if verify_only else "copy"
+    mode = (
+        "dry-run"
+        if dry_run
+        else "verify"
+        if verify_only
+        else "drop-change-log"
+        if drop_change_log
+        else "copy"
+    )
     progress = Progress.choose(quiet, _warn)
     report = run_migration(Options(source, target, mode, frozenset(skip), full), progress)
     for note in report.notes:

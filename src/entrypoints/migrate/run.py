@@ -68,7 +68,8 @@ class Refused(ConfigError):
 
 @attrs.frozen
 class Options:
-    """What ``scalecore migrate`` was asked to do: ``mode`` is copy, dry-run or verify."""
+    """What ``scalecore migrate`` was asked to do: ``mode`` is copy, dry-run, verify or
+    drop-change-log."""
 
     source: str
     target: str
@@ -100,7 +101,7 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.differences and all(
-            row.status in ("verified", "skipped", "counted") for row in self.rows
+            row.status in ("verified", "skipped", "counted", "dropped") for row in self.rows
         )
 
     def table(self) -> str:
@@ -657,6 +658,8 @@ def migrate(options: Options, progress: Progress) -> Report:
     skip = frozenset(options.skip)
     if "database" in skip:
         skip |= set(SQL_STORES)
+    if options.mode == "drop-change-log":  # only the SQL stores have change logs
+        skip |= {"blobs", "sessions", "ledger"}
     source = load_side("source", options.source)
     target = load_side("target", options.target)
     report = Report()
@@ -668,6 +671,9 @@ def migrate(options: Options, progress: Progress) -> Report:
         if options.mode == "dry-run":
             report.notes.extend(notes)
             _dry_run(source, target, skip, report, ledger)
+            return report
+        if options.mode == "drop-change-log":
+            _drop_change_logs(source, skip, report)
             return report
         sql_wanted = any(store not in skip for store in SQL_STORES)
         if options.mode == "copy":
@@ -699,6 +705,26 @@ def migrate(options: Options, progress: Progress) -> Report:
 
         close_adapters(source.container)
         close_adapters(target.container)
+
+
+def _drop_change_logs(source: Side, skip: frozenset[str], report: Report) -> None:
+    """Remove the change logs copy runs installed on the source; nothing else is written.
+    A later copy run installs them again and walks every row once."""
+    from adapters.photofeed.schema import METADATA
+
+    for name in SQL_STORES:
+        if name in skip:
+            continue
+        began = time.monotonic()
+        tables = list(METADATA[name].tables.values())
+        dropped = changelog.uninstall(tables, _store_shards(source, name, primaries=True))
+        report.rows.append(
+            ReportRow(name, written=dropped, seconds=time.monotonic() - began, status="dropped")
+        )
+    report.notes.append(
+        "removed the change logs (triggers and log tables) from the source; the next copy "
+        "run walks every row"
+    )
 
 
 def _run_parts(
