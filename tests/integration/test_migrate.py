@@ -470,8 +470,12 @@ def test_embedded_to_distributed_and_back_survives_a_kill(
     back_dir = tmp_path / "back"
     back = embedded_config(tmp_path / "back.toml", back_dir)
     refused = scalecore("migrate", "--from", str(fleet), "--to", str(back))
-    assert refused.returncode != 0
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: the source's session store 'memcached'")
     assert "--skip sessions" in refused.stderr
+    assert "log in again" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert not back_dir.exists()  # refused before anything was created
     result = scalecore("migrate", "--from", str(fleet), "--to", str(back), "--skip", "sessions")
     assert result.returncode == 0, result.stderr + result.stdout
     site = start(back, tmp_path, "back")

@@ -174,7 +174,9 @@ def _refuse_impossible(source: Side, target: Side, skip: frozenset[str]) -> list
         if Capability.EXPORT not in src:
             raise Refused(
                 f"the source's session store {source.backend('sessions')!r} cannot list its "
-                "sessions; pass --skip sessions to move without them (every user logs in again)"
+                "sessions (memcached cannot enumerate keys), so they cannot be copied; pass "
+                "--skip sessions to move without them (every logged-in user must log in again "
+                "on the new deployment)"
             )
         if Capability.IMPORT not in dst or target.backend("sessions") == "memory":
             raise Refused(
