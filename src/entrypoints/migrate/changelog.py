@@ -26,12 +26,13 @@ ids a complete walk started under. A later pass trusts the log only if the sourc
 has the same ids: a log dropped or a trigger recreated in between (writes may have gone
 unlogged) means a full walk again.
 
-The log costs one small insert per row written on the source while it is installed.
-:func:`uninstall` (``scalecore migrate --drop-change-log``) removes all of it; by hand it
-is ``DROP TABLE scalecore_changes_<table>`` (PostgreSQL: ``CASCADE``-free; also
-``DROP FUNCTION scalecore_changes_<table>() CASCADE``, which drops the triggers) and
-``DROP TRIGGER scalecore_changes_<table>_{ins,upd,del}`` on SQLite, then
-``DROP TABLE scalecore_changes_installed``.
+The log costs one small insert per row written on the source while it is installed, and
+grows by one row per row written until a pass reads it. :func:`uninstall`
+(``scalecore migrate --drop-change-log``) removes all of it. By hand, on each source
+database: PostgreSQL ``DROP FUNCTION scalecore_changes_<table>() CASCADE`` (the triggers
+go with it) and ``DROP TABLE scalecore_changes_<table>``; SQLite ``DROP TRIGGER
+scalecore_changes_<table>_ins`` (and ``_upd``, ``_del``) and ``DROP TABLE
+scalecore_changes_<table>``; then ``DROP TABLE scalecore_changes_installed``.
 """
 
 from __future__ import annotations
