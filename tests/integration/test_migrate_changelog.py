@@ -7,7 +7,8 @@ walk has already read, so only the change log can tell the next pass about it. T
 the second pass copies that write (and only the rows near it), leaves the log empty,
 ``--verify`` agrees, a third pass writes nothing; ``--drop-change-log`` leaves no trigger
 or log table behind and a pass after it still catches a change. A PostgreSQL transaction
-still open when a pass reads the log keeps its entry for the next pass.
+still open when a pass reads the log keeps its entry for the next pass, and so does a pass
+that dies before it records its walk or clears the log.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from adapters.photofeed.schema import (
 )
 from entrypoints.config import load_settings
 from entrypoints.container import Container, close_adapters, create_tables
-from entrypoints.migrate import Options, changelog, migrate
+from entrypoints.migrate import Options, changelog, journal, migrate
 from entrypoints.migrate.progress import Progress, Task
 from entrypoints.migrate.sqlsync import PAGE_ROWS, ShardSet
 from scalecore.ids import IdGenerator
@@ -366,3 +367,51 @@ def _buckets_of(ids: list[str]) -> set[int]:
     from entrypoints.migrate.sqlsync import bucket_of
 
     return {bucket_of((uid,), True) for uid in ids}
+
+
+@pytest.mark.parametrize("dies_in", ["save_tracking", "forget"])
+def test_a_pass_that_dies_before_it_clears_the_log_leaves_it_for_the_next(
+    tmp_path: Path,
+    scratch_database: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+    dies_in: str,
+) -> None:
+    source_config = box_config(tmp_path / "box.toml", tmp_path / "box")
+    target_config = fleet_config(
+        tmp_path / "fleet.toml", tmp_path / "fleet", [scratch_database("mig7die")]
+    )
+    source = _Sides(source_config)
+    target = _Sides(target_config)
+    try:
+        users = populate(source)
+        options = Options(str(source_config), str(target_config), skip=SKIP)
+        assert migrate(options, Progress.choose(True, print)).ok
+        source.execute(
+            users_table,
+            users[7],
+            users_table.update().where(users_table.c.id == users[7]).values(created_at=70.0),
+        )
+        log = changelog.log_name(users_table.name)
+        module = journal if dies_in == "save_tracking" else changelog
+
+        def killed(*_args: object) -> None:
+            raise RuntimeError("killed")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(module, dies_in, killed)
+            with pytest.raises(RuntimeError, match="killed"):
+                migrate(options, Progress.choose(True, print))
+        assert source.scalar(users_table, f"SELECT count(*) FROM {log}") == 1
+        source.execute(
+            users_table,
+            users[8],
+            users_table.update().where(users_table.c.id == users[8]).values(created_at=80.0),
+        )
+        again = migrate(options, Progress.choose(True, print))
+        assert again.ok, again.differences
+        assert _rows(again)["users"].written == 1  # users[8]: the dead pass wrote users[7]
+        assert target.dump(users_table) == source.dump(users_table)
+        assert source.scalar(users_table, f"SELECT count(*) FROM {log}") == 0
+    finally:
+        target.close()
+        source.close()

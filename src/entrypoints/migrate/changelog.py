@@ -143,9 +143,12 @@ BEGIN
   END IF;
   RETURN NULL;
 END $$""",  # noqa: S608
-        f"CREATE OR REPLACE TRIGGER {log}_row AFTER INSERT OR UPDATE OR DELETE ON {table.name} "
+        # Dropped and created (not CREATE OR REPLACE TRIGGER) for PostgreSQL before 14.
+        f"DROP TRIGGER IF EXISTS {log}_row ON {table.name}",
+        f"CREATE TRIGGER {log}_row AFTER INSERT OR UPDATE OR DELETE ON {table.name} "
         f"FOR EACH ROW EXECUTE FUNCTION {log}()",
-        f"CREATE OR REPLACE TRIGGER {log}_truncate AFTER TRUNCATE ON {table.name} "
+        f"DROP TRIGGER IF EXISTS {log}_truncate ON {table.name}",
+        f"CREATE TRIGGER {log}_truncate AFTER TRUNCATE ON {table.name} "
         f"FOR EACH STATEMENT EXECUTE FUNCTION {log}()",
     ]
 
