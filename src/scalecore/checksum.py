@@ -74,6 +74,11 @@ class Digest:
         self.count += other.count
         self.total = (self.total + other.total) % _MODULUS
 
+    def remove(self, other: Digest) -> None:
+        """Take ``other``'s rows (all accounted for in this digest) out of it."""
+        self.count -= other.count
+        self.total = (self.total - other.total) % _MODULUS
+
     @property
     def hexdigest(self) -> str:
         """The sum as 32 hex digits (for reports and journals)."""

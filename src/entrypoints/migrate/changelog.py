@@ -2,19 +2,19 @@
 
 The first copy run installs, on every source shard's primary, for each photo-feed table:
 
-- a table ``scalecore_changes_<table>`` (``seq``, ``token``), append-only;
+- a table ``scalecore_changes_<table>`` (``seq`` and the table's key columns), append-only;
 - triggers (SQLite: ``AFTER INSERT``, ``AFTER UPDATE``, ``AFTER DELETE``; PostgreSQL: one
   row-level trigger for the three, one statement-level trigger for ``TRUNCATE``) that
-  append, in the writing transaction itself, the *bucket token* of every row written:
-  characters 11-14 of the row's first key column (they fix its logical shard) and the last
-  character of its last key column (the bucket within it, see
-  :func:`entrypoints.migrate.sqlsync.bucket_of`). A ``TRUNCATE`` appends ``*``: everything;
+  append, in the writing transaction itself, the primary key of every row written (old
+  and new key of an update that changes it). A ``TRUNCATE`` appends a row of NULLs:
+  everything;
 - a row in ``scalecore_changes_installed`` naming the table with a fresh random
   *install id*, renewed whenever a trigger had to be (re)created.
 
 Every writer of the source is captured, whatever its version, because the database does
-the logging. A pass then reads the log (:func:`snapshot`) *before* it reads any row, walks
-just the buckets logged (plus those an earlier pass could not verify), and, once they are
+the logging. A pass then reads the log (:func:`snapshot`) *before* it reads any row, copies
+just the rows logged (or, past :data:`MAX_KEYS` of them, walks their buckets; plus the
+buckets an earlier pass could not verify), and, once they are
 verified in the target, deletes exactly the log entries it read (:func:`forget`): by
 ranges of consecutive ``seq`` values it saw. An entry appended while the pass ran has a
 higher ``seq`` or (PostgreSQL, a transaction still open when the log was read) a ``seq``
@@ -44,7 +44,8 @@ from typing import Any
 import attrs
 import sqlalchemy as sa
 
-from entrypoints.migrate.sqlsync import BUCKETS_PER_SHARD, ShardSet
+from entrypoints.migrate.sqlsync import ShardSet, bucket_of
+from scalecore.errors import ScalecoreError
 
 __all__ = ["INSTALLED", "Snapshot", "forget", "install", "log_name", "snapshot", "uninstall"]
 
@@ -52,11 +53,11 @@ __all__ = ["INSTALLED", "Snapshot", "forget", "install", "log_name", "snapshot",
 INSTALLED = "scalecore_changes_installed"
 #: Log entries read per query.
 PAGE = 20_000
+#: Distinct keys a pass copies one by one; above that it walks their buckets instead.
+MAX_KEYS = 500_000
 #: Ranges deleted per statement.
 _RANGES_PER_DELETE = 200
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,40}")
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_DIGIT = {char: value for value, char in enumerate(_ALPHABET)}
 
 
 def log_name(table: str) -> str:
@@ -67,78 +68,65 @@ def log_name(table: str) -> str:
 class Snapshot:
     """What the log of one table held when a pass read it, on every source shard.
 
-    ``buckets``: the buckets logged; ``everything``: an entry could not be placed in a
-    bucket (a ``TRUNCATE``, a key that is not an id), so the whole table must be walked;
-    ``ranges``: per shard, the ``(first, last)`` seq ranges read, for :func:`forget`.
+    ``keys``: the primary keys logged, sorted (None if there were more than
+    :data:`MAX_KEYS`); ``buckets``: their buckets; ``everything``: an entry could not be
+    placed in a bucket (a ``TRUNCATE``, a key that is not an id), so the whole table must
+    be walked; ``ranges``: per shard, the ``(first, last)`` seq ranges read, for
+    :func:`forget`.
     """
 
     installs: list[str]
+    keys: list[tuple[Any, ...]] | None = None
     buckets: set[int] = attrs.Factory(set)
     everything: bool = False
     ranges: list[list[tuple[int, int]]] = attrs.Factory(list)
     entries: int = 0
 
 
-def _bucket(token: str) -> int | None:
-    """The bucket a token names, or None if it names none (``*``, a key not an id)."""
-    if len(token) != 5:
-        return None
-    digits = [_DIGIT.get(char, -1) for char in token]
-    if min(digits) < 0:
-        return None
-    d10, d11, d12, d13, last = digits
-    logical = (d10 << 11) | (d11 << 6) | (d12 << 1) | (d13 >> 4)
-    return int(logical * BUCKETS_PER_SHARD + last)
-
-
-def _token_sql(dialect: str, row: str, first: str, last: str) -> str:
-    # Characters 11-14 (1-based) of an id hold its 16 logical-shard bits (scalecore.ids).
-    tail = f"substr({row}.{last}, -1)" if dialect == "sqlite" else f"right({row}.{last}, 1)"
-    return f"substr({row}.{first}, 11, 4) || {tail}"
-
-
 def _statements(dialect: str, table: sa.Table) -> list[str]:
     """DDL creating the log and triggers of ``table`` (idempotent)."""
     keys = [column.name for column in table.primary_key.columns]
-    first, last = keys[0], keys[-1]
     for name in (table.name, *keys):
         if not _IDENTIFIER.fullmatch(name):
             raise ValueError(f"not a plain SQL identifier: {name!r}")
     log = log_name(table.name)
+    columns = ", ".join(keys)
+    new, old = (", ".join(f"{row}.{key}" for key in keys) for row in ("NEW", "OLD"))
     if dialect == "sqlite":
-        insert = f"INSERT INTO {log} (token) VALUES"
-        new, old = _token_sql(dialect, "NEW", first, last), _token_sql(dialect, "OLD", first, last)
-        moved = " OR ".join(f"NEW.{k} IS NOT OLD.{k}" for k in dict.fromkeys((first, last)))
+        moved = " OR ".join(f"NEW.{k} IS NOT OLD.{k}" for k in keys)
+        insert = f"INSERT INTO {log} ({columns})"
+        # Identifiers only, from the project's own table definitions (checked above).
         return [
-            f"CREATE TABLE IF NOT EXISTS {log} "
-            "(seq INTEGER PRIMARY KEY AUTOINCREMENT, token TEXT NOT NULL)",
-            f"CREATE TRIGGER IF NOT EXISTS {log}_ins AFTER INSERT ON {table.name} "
-            f"BEGIN {insert} ({new}); END",
+            f"CREATE TABLE IF NOT EXISTS {log} (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+            + ", ".join(f"{key} TEXT" for key in keys)
+            + ")",
+            f"CREATE TRIGGER IF NOT EXISTS {log}_ins AFTER INSERT ON {table.name} "  # noqa: S608
+            f"BEGIN {insert} VALUES ({new}); END",
             f"CREATE TRIGGER IF NOT EXISTS {log}_upd AFTER UPDATE ON {table.name} "
-            f"BEGIN {insert} ({old}); "
-            f"INSERT INTO {log} (token) SELECT {new} WHERE {moved}; END",
+            f"BEGIN {insert} VALUES ({old}); {insert} SELECT {new} WHERE {moved}; END",
             f"CREATE TRIGGER IF NOT EXISTS {log}_del AFTER DELETE ON {table.name} "
-            f"BEGIN {insert} ({old}); END",
+            f"BEGIN {insert} VALUES ({old}); END",
         ]
-    new, old = _token_sql(dialect, "NEW", first, last), _token_sql(dialect, "OLD", first, last)
-    moved = " OR ".join(f"NEW.{k} IS DISTINCT FROM OLD.{k}" for k in dict.fromkeys((first, last)))
+    moved = " OR ".join(f"NEW.{k} IS DISTINCT FROM OLD.{k}" for k in keys)
     return [
-        f"CREATE TABLE IF NOT EXISTS {log} (seq BIGSERIAL PRIMARY KEY, token TEXT NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {log} (seq BIGSERIAL PRIMARY KEY, "
+        + ", ".join(f"{key} TEXT" for key in keys)
+        + ")",
         # Identifiers only, from the project's own table definitions (checked above).
         f"""CREATE OR REPLACE FUNCTION {log}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
-    INSERT INTO {log} (token) VALUES ('*');
+    INSERT INTO {log} ({keys[0]}) VALUES (NULL);
     RETURN NULL;
   END IF;
   IF TG_OP IN ('UPDATE', 'DELETE') THEN
-    INSERT INTO {log} (token) VALUES ({old});
+    INSERT INTO {log} ({columns}) VALUES ({old});
   END IF;
   IF TG_OP = 'INSERT' THEN
-    INSERT INTO {log} (token) VALUES ({new});
+    INSERT INTO {log} ({columns}) VALUES ({new});
   ELSIF TG_OP = 'UPDATE' THEN
     IF {moved} THEN
-      INSERT INTO {log} (token) VALUES ({new});
+      INSERT INTO {log} ({columns}) VALUES ({new});
     END IF;
   END IF;
   RETURN NULL;
@@ -209,36 +197,48 @@ def install(table: sa.Table, side: ShardSet) -> list[str]:
 
 
 def snapshot(table: sa.Table, side: ShardSet, installs: list[str]) -> Snapshot:
-    """Read the log of ``table`` on every shard (primaries), a page at a time; the
-    buckets are kept (at most 131,072 per table), the entries are not."""
+    """Read the log of ``table`` on every shard (primaries), a page at a time. The keys
+    logged are kept up to :data:`MAX_KEYS` distinct ones, their buckets always (at most
+    131,072 per table); the entries themselves only as ranges of seq."""
     found = Snapshot(installs=installs)
-    log = sa.table(log_name(table.name), sa.column("seq"), sa.column("token"))
+    names = [column.name for column in table.primary_key.columns]
+    log = sa.table(log_name(table.name), sa.column("seq"), *(sa.column(n) for n in names))
+    keys: set[tuple[Any, ...]] | None = set()
     for index in range(side.count):
         ranges: list[tuple[int, int]] = []
         after = 0
         while True:
             with side.write(index) as connection:
                 rows = connection.execute(
-                    sa.select(log.c.seq, log.c.token)
+                    sa.select(log.c.seq, *(log.c[n] for n in names))
                     .where(log.c.seq > after)
                     .order_by(log.c.seq)
                     .limit(PAGE)
                 ).all()
-            for seq, token in rows:
+            for seq, *key_values in rows:
                 if ranges and ranges[-1][1] == seq - 1:
                     ranges[-1] = (ranges[-1][0], seq)
                 else:
                     ranges.append((seq, seq))
-                bucket = _bucket(token)
-                if bucket is None:
-                    found.everything = True
-                else:
-                    found.buckets.add(bucket)
+                key = tuple(key_values)
+                if any(not isinstance(part, str) for part in key):
+                    found.everything = True  # a TRUNCATE
+                    continue
+                try:
+                    found.buckets.add(bucket_of(key, True))
+                except ScalecoreError:
+                    found.everything = True  # a key that is not an id
+                    continue
+                if keys is not None:
+                    keys.add(key)
+                    if len(keys) > MAX_KEYS:
+                        keys = None
             found.entries += len(rows)
             if len(rows) < PAGE:
                 break
             after = rows[-1][0]
         found.ranges.append(ranges)
+    found.keys = None if keys is None else sorted(keys)
     return found
 
 

@@ -201,10 +201,16 @@ def _key_columns(table: sa.Table) -> list[sa.Column[Any]]:
 
 
 def _scan(
-    side: ShardSet, table: sa.Table, index: int, only: set[int] | None, sharded: bool
+    side: ShardSet,
+    table: sa.Table,
+    index: int,
+    only: set[int] | None,
+    sharded: bool,
+    wanted: Sequence[tuple[Any, ...]] | None = None,
 ) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...], int]]:
     """Yield (key, row, shard index) of every row of ``table`` on shard ``index``, in key
-    order, a page at a time; with ``only``, just the rows of those logical shards."""
+    order, a page at a time; with ``only``, just the rows of those buckets; with
+    ``wanted`` (at most :data:`PAGE_ROWS` primary keys), just those rows."""
     keys = _key_columns(table)
     normalise = _normaliser(table)
     positions = [list(table.columns).index(column) for column in keys]
@@ -213,6 +219,20 @@ def _scan(
     with side.read(index) as connection:
         if not sa.inspect(connection).has_table(table.name):
             return  # a target not initialised yet holds nothing
+    if wanted is not None:
+        if not wanted:
+            return
+        if single:
+            condition = keys[0].in_([key[0] for key in wanted])
+        else:
+            condition = sa.tuple_(*keys).in_(list(wanted))
+        with side.read(index) as connection:
+            found = connection.execute(
+                sa.select(*table.columns).where(condition).order_by(*keys)
+            ).all()
+        for raw in sorted((normalise(r) for r in found), key=pick):
+            yield ((pick(raw),) if single else pick(raw)), raw, index
+        return
     last: tuple[Any, ...] | None = None
     while True:
         with side.read(index) as connection:
@@ -278,9 +298,13 @@ def _page_query(
 
 
 def _merged(
-    side: ShardSet, table: sa.Table, only: set[int] | None, sharded: bool
+    side: ShardSet,
+    table: sa.Table,
+    only: set[int] | None,
+    sharded: bool,
+    wanted: Sequence[tuple[Any, ...]] | None = None,
 ) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...], int]]:
-    streams = [_scan(side, table, index, only, sharded) for index in range(side.count)]
+    streams = [_scan(side, table, index, only, sharded, wanted) for index in range(side.count)]
     if len(streams) == 1:
         return streams[0]
     return heapq.merge(*streams, key=lambda item: item[0])
@@ -361,8 +385,10 @@ def sync_table(
     only: set[int] | None = None,
     progress: Callable[[int], None] | None = None,
     max_differences: int = 0,
+    wanted: Sequence[tuple[Any, ...]] | None = None,
 ) -> SyncResult:
-    """Walk ``table`` on both sides (just the buckets in ``only``, if given).
+    """Walk ``table`` on both sides (just the buckets in ``only``, or just the rows whose
+    primary keys are in ``wanted``, at most :data:`PAGE_ROWS` of them, if given).
 
     With ``write``, make the target equal to the source; without, only compare (the
     differences, up to ``max_differences`` of them, are kept in the result). Digests of
@@ -373,8 +399,8 @@ def sync_table(
     sharded = target.place is not None
     result = SyncResult(table.name)
     writer = _Writer(target, table, result) if write else None
-    source_rows = _merged(source, table, only, sharded)
-    target_rows = _merged(target, table, only, sharded)
+    source_rows = _merged(source, table, only, sharded, wanted)
+    target_rows = _merged(target, table, only, sharded, wanted)
     src = next(source_rows, None)
     tgt = next(target_rows, None)
     pending = 0
@@ -470,6 +496,7 @@ def digest_table(
     only: set[int] | None = None,
     progress: Callable[[int], None] | None = None,
     placed: bool = False,
+    wanted: Sequence[tuple[Any, ...]] | None = None,
 ) -> dict[int, Digest]:
     """Count and checksum every row of ``table`` on ``side`` per bucket (:func:`bucket_of`;
     just the buckets in ``only``, if given); -1 collects a table not sharded by id.
@@ -481,7 +508,7 @@ def digest_table(
     digests: dict[int, Digest] = defaultdict(Digest)
     pending = 0
     for index in range(side.count):
-        for key, row, _ in _scan(side, table, index, only, sharded):
+        for key, row, _ in _scan(side, table, index, only, sharded, wanted):
             bucket = bucket_of(key, sharded)
             misplaced = (
                 placed
