@@ -9,11 +9,15 @@ that store. It holds one row per name:
 - ``passes``: how many copy runs have started.
 
 A second table, ``scalecore_migration_digests``, keeps per table and logical shard the
-count and checksum of the source rows a run copied *and verified in the target*. The next
-run checksums the source again and walks only the logical shards whose checksum moved
-(a shard without a recorded checksum, because a killed run was copying it, counts as
-moved). That is what makes the second pass of the runbook short. A run forgets a
-shard's checksum before it writes to it, and records it only once verified.
+count and checksum of the source rows a run copied *and verified in the target*. A run
+that cannot trust the source's change log (:mod:`entrypoints.migrate.changelog`)
+checksums the source again and walks only the buckets whose checksum moved (a shard
+without a recorded checksum, because a killed run was copying it, counts as moved). A run
+forgets a shard's checksum before it walks it, and records it only once verified; one
+that copies logged rows updates the checksums of their buckets by difference.
+
+Rows named ``changelog:<table>`` hold the change-log state of a table: the source's
+installation ids a complete walk started under, and the buckets it could not verify.
 
 The journal is written before the first row is copied, so a target holding rows always says where
 they came from; a later run from the same source resumes or catches up, and a run from

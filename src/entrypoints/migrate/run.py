@@ -362,10 +362,11 @@ def _copy_table(
     """Walk and write the buckets of ``table`` that may differ, read them back, and walk
     again those that still differ (a live source), up to MAX_ROUNDS times.
 
-    A first run walks everything. A later one walks only the buckets the source's change
-    log (:mod:`entrypoints.migrate.changelog`) names, plus those an earlier run could not
-    verify; without a usable log it checksums the whole source and walks the buckets whose
-    checksum moved since the last verified copy (``records``).
+    A first run walks everything. A later one copies only the rows the source's change
+    log (:mod:`entrypoints.migrate.changelog`) names (:func:`_copy_keys`), or walks their
+    buckets plus those an earlier run could not verify; without a usable log it checksums
+    the whole source and walks the buckets whose checksum moved since the last verified
+    copy (``records``).
     """
     sharded = target.place is not None
     only: set[int] | None = None
