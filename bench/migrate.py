@@ -331,6 +331,12 @@ def run_child(args: Sequence[str]) -> tuple[str, float, int]:
     return out.decode(), seconds, peak
 
 
+#: The child's own peak RSS: VmHWM of its address space. (``ru_maxrss`` would not do: on
+#: Linux it survives exec, so a child reports at least the RSS its parent had when it forked.)
+_PEAK = (
+    "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
+    "print('peak-rss', int(hwm.split()[1]) * 1024, file=sys.stderr)\n"
+)
 _WRAPPER = (
     "import resource, sys\n"
     "sys.argv = ['scalecore', *sys.argv[1:]]\n"
@@ -341,8 +347,7 @@ _WRAPPER = (
     "    code = exc.code\n"
     "else:\n"
     "    code = 0\n"
-    "print('peak-rss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,"
-    " file=sys.stderr)\n"
+    f"{_PEAK}"
     "sys.exit(code)\n"
 )
 _IMPORTS_ONLY = (
@@ -353,8 +358,7 @@ _IMPORTS_ONLY = (
     "from entrypoints.container import Container\n"
     "c = Container(settings=load_settings(sys.argv[1], environ={}))\n"
     "c.blobs(); c.databases()\n"
-    "print('peak-rss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,"
-    " file=sys.stderr)\n"
+    f"{_PEAK}"
 )
 
 

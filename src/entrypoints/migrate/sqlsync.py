@@ -222,16 +222,21 @@ def _scan(
     if wanted is not None:
         if not wanted:
             return
-        if single:
-            condition = keys[0].in_([key[0] for key in wanted])
-        else:
-            condition = sa.tuple_(*keys).in_(list(wanted))
+        # One IN list per key column (a superset of the pairs, filtered here): both
+        # databases answer it from the primary key index, which a list of row values
+        # does not get on either.
+        conditions = [
+            column.in_(sorted({key[position] for key in wanted}))
+            for position, column in enumerate(keys)
+        ]
+        exact = set(wanted)
         with side.read(index) as connection:
-            found = connection.execute(
-                sa.select(*table.columns).where(condition).order_by(*keys)
-            ).all()
-        for raw in sorted((normalise(r) for r in found), key=pick):
-            yield ((pick(raw),) if single else pick(raw)), raw, index
+            found = connection.execute(sa.select(*table.columns).where(*conditions)).all()
+        rows = [normalise(r) for r in found]
+        for raw in sorted(rows, key=pick):
+            key = (pick(raw),) if single else pick(raw)
+            if key in exact:
+                yield key, raw, index
         return
     last: tuple[Any, ...] | None = None
     while True:
