@@ -232,8 +232,7 @@ def _scan(
         exact = set(wanted)
         with side.read(index) as connection:
             found = connection.execute(sa.select(*table.columns).where(*conditions)).all()
-        rows = [normalise(r) for r in found]
-        for raw in sorted(rows, key=pick):
+        for raw in sorted((normalise(r) for r in found), key=pick):
             key = (pick(raw),) if single else pick(raw)
             if key in exact:
                 yield key, raw, index
