@@ -470,7 +470,12 @@ def test_each_logical_store_may_have_its_own_databases(tmp_path: Path) -> None:
         assert databases.names == ("feed", "photos", "sessions", "users")
         users, feed = databases.store("users"), databases["feed"]
         photos, sessions = databases.store("photos"), databases.store("sessions")
-        assert users is feed  # stores without their own config share the default shards
+        # Stores without their own config share the default shards: one group, each
+        # store seeing it through a view that would follow a live layout of its own.
+        assert users.layout_name == feed.layout_name == "default"
+        assert users.metadata is feed.metadata
+        assert users.layout_names == ("users", "default")
+        assert databases.groups()["default"].layout_names == ("default",)
         assert (users.shard_count, photos.shard_count, sessions.shard_count) == (2, 3, 1)
         assert isinstance(users.router, ModuloRouter)
         assert photos.shard_for(7) == 2  # a digit pin from TOML pins the integer key

@@ -53,7 +53,10 @@ __all__ = [
     "connect_url",
     "identity",
     "key_column",
+    "layout_names",
     "load_layout",
+    "load_layouts",
+    "owned_states",
     "save_layout",
     "shard_filter",
     "shard_keys",
@@ -194,10 +197,29 @@ def load_layout(connection: sa.Connection, name: str) -> Layout | None:
     ).one_or_none()
     if row is None:
         return None
+    return _parse(row)
+
+
+def load_layouts(connection: sa.Connection, names: Sequence[str]) -> dict[str, Layout]:
+    """The live layouts among ``names`` that exist, by name (one query)."""
+    if not sa.inspect(connection).has_table(layout_table.name):
+        return {}
+    rows = connection.execute(sa.select(layout_table).where(layout_table.c.name.in_(list(names))))
+    return {row.name: _parse(row) for row in rows}
+
+
+def layout_names(connection: sa.Connection) -> set[str]:
+    """The names of every live layout in the control database."""
+    if not sa.inspect(connection).has_table(layout_table.name):
+        return set()
+    return set(connection.execute(sa.select(layout_table.c.name)).scalars())
+
+
+def _parse(row: Any) -> Layout:
     owners = tuple(json.loads(row.owners))
     databases = tuple(json.loads(row.databases))
     if len(owners) != LOGICAL_SHARDS or not all(0 <= o < len(databases) for o in owners):
-        raise ConfigError(f"the live layout {name!r} in the control database is malformed")
+        raise ConfigError(f"the live layout {row.name!r} in the control database is malformed")
     return Layout(int(row.version), databases, owners)
 
 
@@ -217,24 +239,26 @@ def save_layout(connection: sa.Connection, name: str, layout: Layout) -> None:
 
 
 def check_owned(
-    connection: sa.Connection, name: str, logical_shards: Collection[int], *, lock: bool
+    connection: sa.Connection,
+    name: str | Sequence[str],
+    logical_shards: Collection[int],
+    *,
+    lock: bool,
 ) -> None:
     """Raise :class:`ShardMoved` unless this database owns every one of ``logical_shards``.
 
-    With ``lock`` (writes) the state rows are read ``FOR SHARE`` in the caller's
-    transaction, so a reshard's fence (an ``UPDATE`` of those rows) waits for the caller
-    to commit and the caller cannot start once the fence is up. SQLite serialises write
-    transactions on the whole file instead (``BEGIN IMMEDIATE``).
+    ``name`` is the layout, or the layouts a logical store may follow, first the one that
+    wins (a store's own layout, then the group it shares): per logical shard the state
+    row of the first of them that has one decides. With ``lock`` (writes) the state rows
+    are read ``FOR SHARE`` in the caller's transaction, so a reshard's fence (an
+    ``UPDATE`` of those rows) waits for the caller to commit and the caller cannot start
+    once the fence is up. SQLite serialises write transactions on the whole file instead
+    (``BEGIN IMMEDIATE``).
     """
-    query = sa.select(STATE.c.logical_shard, STATE.c.state, STATE.c.moved_to).where(
-        STATE.c.name == name, STATE.c.logical_shard.in_(sorted(set(logical_shards)))
-    )
-    if lock:
-        query = query.with_for_update(read=True)
-    rows = connection.execute(query).all()
-    states = {row.logical_shard: row for row in rows}
+    names = [name] if isinstance(name, str) else list(dict.fromkeys(name))
+    rows = _state_rows(connection, names, logical_shards, lock=lock)
     for logical in logical_shards:
-        row = states.get(logical)
+        row = rows.get(logical)
         if row is None or row.state != OWNED:
             moved_to = row.moved_to if row is not None and row.state == MOVED else None
             raise ShardMoved(
@@ -242,6 +266,40 @@ def check_owned(
                 f"({'moved' if moved_to else 'not owned'}); retry shortly",
                 moved_to=moved_to,
             )
+
+
+def owned_states(
+    connection: sa.Connection,
+    names: Sequence[str],
+    logical_shards: Collection[int],
+    *,
+    lock: bool,
+) -> set[int]:
+    """Which of ``logical_shards`` this database owns, by the rules of :func:`check_owned`."""
+    rows = _state_rows(connection, list(dict.fromkeys(names)), logical_shards, lock=lock)
+    return {logical for logical, row in rows.items() if row.state == OWNED}
+
+
+def _state_rows(
+    connection: sa.Connection, names: list[str], logical_shards: Collection[int], *, lock: bool
+) -> dict[int, Any]:
+    """The deciding state row per logical shard (the first of ``names`` that has one)."""
+    if not logical_shards:
+        return {}
+    where: list[sa.ColumnElement[bool]] = [STATE.c.logical_shard.in_(sorted(set(logical_shards)))]
+    where.append(STATE.c.name == names[0] if len(names) == 1 else STATE.c.name.in_(names))
+    query = sa.select(STATE.c.name, STATE.c.logical_shard, STATE.c.state, STATE.c.moved_to).where(
+        *where
+    )
+    if lock:
+        query = query.with_for_update(read=True)
+    rank = {name: index for index, name in enumerate(names)}
+    states: dict[int, Any] = {}
+    for row in connection.execute(query):
+        kept = states.get(row.logical_shard)
+        if kept is None or rank[row.name] < rank[kept.name]:
+            states[row.logical_shard] = row
+    return states
 
 
 def key_column(table: sa.Table) -> sa.Column[str]:

@@ -202,20 +202,29 @@ class SqlOutbox(Outbox):
         )
 
     def pending_count(self) -> int:
-        query = sa.select(sa.func.count()).select_from(self._t).where(self._t.c.sent_at.is_(None))
-        return self._db.count(lambda conn, _index: int(conn.execute(query).scalar_one()))
+        # Each logical shard counted once, on its owner (a moving one is on two databases).
+        return self._db.count_rows(self._t, self._t.c.sent_at.is_(None))
 
     def oldest_pending_at(self) -> float | None:
-        query = sa.select(sa.func.min(self._t.c.created_at)).where(self._t.c.sent_at.is_(None))
+        table = self._t
+        query = (
+            sa.select(table.c.created_at, table.c.id)
+            .where(table.c.sent_at.is_(None))
+            .order_by(table.c.created_at, table.c.id)
+            .limit(1)
+        )
 
-        def shard_oldest(conn: sa.Connection, _index: int) -> list[float]:
-            value = conn.execute(query).scalar_one()
-            return [] if value is None else [float(value)]
+        def shard_oldest(conn: sa.Connection, _index: int) -> list[tuple[float, str]]:
+            return [(float(row.created_at), row.id) for row in conn.execute(query)]
 
         oldest = self._db.scatter_gather(
-            shard_oldest, order_key=lambda value: value, limit=1, descending=False
+            shard_oldest,
+            order_key=lambda row: row,
+            limit=1,
+            descending=False,
+            logical_of=lambda row: shard_of(row[1]),
         )
-        return oldest[0] if oldest else None
+        return oldest[0][0] if oldest else None
 
     def purge_sent(self, before: float) -> int:
         purged = 0

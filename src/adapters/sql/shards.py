@@ -25,6 +25,7 @@ Differs from the port: the ShardRouter port only routes; this module adds the SQ
 from __future__ import annotations
 
 import contextlib
+import copy
 import difflib
 import heapq
 import itertools
@@ -43,13 +44,15 @@ from sqlalchemy.engine import make_url
 from adapters.sql.engine import create_tables, make_engine, translate_errors
 from adapters.sql.layout import (
     LAYOUT_TTL,
-    OWNED,
-    STATE,
     Layout,
     check_owned,
     connect_url,
     identity,
-    load_layout,
+    key_column,
+    load_layouts,
+    logical_of_key,
+    owned_states,
+    shard_expression,
 )
 from scalecore.errors import BackendUnavailable, ConfigError, InvalidInput, NotFound, ShardMoved
 from scalecore.ids import LOGICAL_SHARDS
@@ -153,6 +156,7 @@ class ShardedDatabase:
         layout: str = "default",
         control: str | None = None,
         fence_wait: float = 5.0,
+        layout_ttl: float = LAYOUT_TTL,
     ) -> None:
         self._shards = _parse_shards(shards, "shards")
         if not isinstance(router, ShardRouter):
@@ -173,7 +177,17 @@ class ShardedDatabase:
             _check_url(control, "control")
         if not is_number(fence_wait):
             raise ConfigError("must be a number of seconds", key="fence_wait")
+        if (
+            isinstance(layout_ttl, bool)
+            or not isinstance(layout_ttl, int | float)
+            or not 0 <= layout_ttl <= 3600
+        ):
+            raise ConfigError("must be a number of seconds from 0 to 3600", key="layout_ttl")
         self._name = layout
+        # The live layouts this database follows, the first that exists winning: a
+        # store's own (see :meth:`view`), then the group's.
+        self._names: tuple[str, ...] = (layout,)
+        self._layout_ttl = float(layout_ttl)
         self._control = control if control is not None else self._shards[0].url
         self._fence_wait = float(fence_wait)
         self._layout: Layout | None = None
@@ -207,6 +221,33 @@ class ShardedDatabase:
     def layout_name(self) -> str:
         """The name of this database's live layout in the control database."""
         return self._name
+
+    @property
+    def layout_names(self) -> tuple[str, ...]:
+        """The live layouts this database follows, first the one that wins when it
+        exists: for a logical store's :meth:`view`, the store's own name, then the
+        group's (``layout_name``)."""
+        return self._names
+
+    def view(self, store: str) -> ShardedDatabase:
+        """This database as logical store ``store`` sees it: the same shards, engines and
+        pools, but following the live layout called ``store`` once one exists (the store
+        was moved onto databases of its own by ``db reshard``), else this one's.
+
+        Writes check the store's own state rows first, so a process whose config still
+        puts the store on these shards is fenced when the store moves away."""
+        if not isinstance(store, str) or not _STORE_NAME.match(store):
+            raise ConfigError("must be a lower-case identifier", key="store")
+        if (store,) == self._names:
+            return self
+        clone = copy.copy(self)  # shares the engines, pools, counters and locks
+        clone._names = (store, self._name)
+        clone._layout = None
+        clone._layout_at = -float("inf")
+        clone._layout_lock = threading.Lock()
+        clone._overrides = {}
+        clone._executor = None
+        return clone
 
     @property
     def control_url(self) -> str:
@@ -252,9 +293,11 @@ class ShardedDatabase:
     # -- the live layout ---------------------------------------------------------------
 
     def live_layout(self) -> Layout | None:
-        """The live layout (cached for at most ``LAYOUT_TTL`` seconds), or None if the
-        control database holds none: then the config's router decides, as before."""
-        if time.monotonic() - self._layout_at < LAYOUT_TTL:
+        """The live layout (cached for at most ``layout_ttl`` seconds, by default
+        ``LAYOUT_TTL``), or None if the control database holds none: then the config's
+        router decides, as before. A :meth:`view` follows the store's own layout once
+        one exists."""
+        if time.monotonic() - self._layout_at < self._layout_ttl:
             return self._layout
         return self.reload_layout()
 
@@ -266,7 +309,11 @@ class ShardedDatabase:
                 return self._layout
             try:
                 layout = self._statements(
-                    self._control, True, lambda connection: load_layout(connection, self._name)
+                    self._control,
+                    True,
+                    lambda connection: _first_layout(
+                        load_layouts(connection, self._names), self._names
+                    ),
                 )
             except BackendUnavailable as exc:
                 raise BackendUnavailable("the control database is unavailable") from exc
@@ -319,16 +366,7 @@ class ShardedDatabase:
         wanted = set(logical_shards)
         if not wanted or self.live_layout() is None:
             return wanted
-        rows = connection.execute(
-            sa.select(STATE.c.logical_shard)
-            .where(
-                STATE.c.name == self._name,
-                STATE.c.logical_shard.in_(sorted(wanted)),
-                STATE.c.state == OWNED,
-            )
-            .with_for_update(read=True)
-        )
-        return set(rows.scalars())
+        return owned_states(connection, self._names, wanted, lock=True)
 
     def write(self, logical_shard: int, work: Callable[[sa.Connection], T]) -> T:
         """Run ``work(connection)`` in one transaction on the owner of ``logical_shard``.
@@ -446,7 +484,7 @@ class ShardedDatabase:
                 return self._transaction(url, lambda connection: work(connection, batch))
 
             def fenced_write(connection: sa.Connection) -> T:
-                check_owned(connection, self._name, logicals, lock=True)
+                check_owned(connection, self._names, logicals, lock=True)
                 return work(connection, batch)
 
             return self._transaction(url, fenced_write)
@@ -455,7 +493,7 @@ class ShardedDatabase:
 
         def fenced_read(connection: sa.Connection) -> T:
             result = work(connection, batch)
-            check_owned(connection, self._name, logicals, lock=False)
+            check_owned(connection, self._names, logicals, lock=False)
             return result
 
         return self._statements(url, is_primary, fenced_read)
@@ -612,6 +650,7 @@ class ShardedDatabase:
         order_key: Callable[[T], Any],
         limit: int | None,
         descending: bool = True,
+        logical_of: Callable[[T], int] | None = None,
     ) -> list[T]:
         """Run ``query(connection, shard_index)`` on every shard at once; merge the results.
 
@@ -623,6 +662,15 @@ class ShardedDatabase:
         that forgets ``ORDER BY`` is slower, not wrong (unless it also applied a LIMIT).
         Ties keep shard order. Reads go through :meth:`read` (replicas when configured).
 
+        ``logical_of`` gives a row's logical shard (``shard_of`` of the id that routes
+        it). With it and a live layout, each database's rows are kept only for the
+        logical shards that database owns, as its state rows say when read after the
+        rows, and each logical shard is taken from one database only: while a reshard
+        moves a logical shard its rows exist on the old and the new owner (from the copy
+        to the delete), and this reads them once. When that drops rows from a database
+        whose answer ``limit`` cut, the merge stops at the last row that database sent
+        (rows after it might be missing): the answer is then shorter, never wrong.
+
         Raises :class:`InvalidInput` for a negative ``limit``, and
         :class:`BackendUnavailable` naming the shard index (never its URL) if a shard
         fails; other exceptions from ``query`` propagate unchanged.
@@ -631,10 +679,94 @@ class ShardedDatabase:
             raise InvalidInput(f"limit must be None or a non-negative integer, got {limit!r}")
         if limit == 0:
             return []
-        results = self._on_every_shard(lambda index: list(self._read_with(query, index)))
-        runs = [sorted(rows, key=order_key, reverse=descending) for rows in results]
-        merged = heapq.merge(*runs, key=order_key, reverse=descending)
-        return list(itertools.islice(merged, limit))
+        if logical_of is None or self.live_layout() is None:
+            results = self._on_every_shard(lambda index: list(self._read_with(query, index)))
+            runs = [sorted(rows, key=order_key, reverse=descending) for rows in results]
+            merged = heapq.merge(*runs, key=order_key, reverse=descending)
+            return list(itertools.islice(merged, limit))
+        found = self._on_every_shard(lambda index: self._read_owned(query, index, logical_of))
+        keep = self._claims([{logical_of(row) for row in rows} & owned for rows, owned in found])
+        runs = []
+        stop: Any = None
+        for index, (rows, _owned) in enumerate(found):
+            kept = [row for row in rows if keep.get(logical_of(row)) == index]
+            if len(kept) < len(rows) and limit is not None and len(rows) >= limit:
+                # This database's answer was cut by the limit and lost rows here: rows
+                # after its last one may be missing, so the merge stops there.
+                last = order_key(
+                    min(rows, key=order_key) if descending else max(rows, key=order_key)
+                )
+                if stop is None or (last > stop if descending else last < stop):
+                    stop = last
+            runs.append(sorted(kept, key=order_key, reverse=descending))
+        joined: Iterator[T] = heapq.merge(*runs, key=order_key, reverse=descending)
+        if stop is not None:
+            joined = itertools.takewhile(
+                lambda row: order_key(row) >= stop if descending else order_key(row) <= stop,
+                joined,
+            )
+        return list(itertools.islice(joined, limit))
+
+    def count_rows(self, table: sa.Table, *where: Any) -> int:
+        """The number of rows of ``table`` matching ``where`` on every shard, each logical
+        shard counted on one database only (its owner; see ``logical_of`` of
+        :meth:`scatter_gather`). ``table`` must be keyed by ids (its first primary key
+        column carries the logical shard)."""
+        key = shard_expression(key_column(table)).label("k")
+        query = sa.select(key, sa.func.count()).select_from(table).where(*where).group_by(key)
+
+        def counts(connection: sa.Connection, _index: int) -> list[tuple[int, int]]:
+            totals: dict[int, int] = {}
+            for value, number in connection.execute(query):
+                if value and len(value) == 4:
+                    logical = logical_of_key(value)
+                    totals[logical] = totals.get(logical, 0) + int(number)
+            return list(totals.items())
+
+        if self.live_layout() is None:
+            return sum(
+                n
+                for rows in self._on_every_shard(lambda index: self._read_with(counts, index))
+                for _, n in rows
+            )
+        found = self._on_every_shard(lambda index: self._read_owned(counts, index, _first))
+        keep = self._claims([{row[0] for row in rows} & owned for rows, owned in found])
+        return sum(
+            number
+            for index, (rows, _owned) in enumerate(found)
+            for logical, number in rows
+            if keep.get(logical) == index
+        )
+
+    def _read_owned(
+        self,
+        query: Callable[[sa.Connection, int], Sequence[T]],
+        index: int,
+        logical_of: Callable[[T], int],
+    ) -> tuple[list[T], set[int]]:
+        """The rows ``query`` reads on shard ``index`` and, read after them, which of their
+        logical shards that database owns."""
+        with self.read(shard=index) as connection:
+            rows = list(query(connection, index))
+            logicals = {logical_of(row) for row in rows}
+            owned = owned_states(connection, self._names, logicals, lock=False)
+            return rows, owned
+
+    def _claims(self, owned: Sequence[set[int]]) -> dict[int, int]:
+        """Logical shard -> the one shard index to take its rows from. Two databases may
+        both have said "owned" only when the switch fell between their reads; then the
+        layout's owner (else the first) is taken, each answer being whole."""
+        layout = self.live_layout()
+        keep: dict[int, int] = {}
+        for index, logicals in enumerate(owned):
+            for logical in logicals:
+                if logical not in keep or (
+                    layout is not None
+                    and index < len(layout.databases)
+                    and layout.databases[index] == self._owner(layout, logical)
+                ):
+                    keep[logical] = index
+        return keep
 
     def count(self, query: Callable[[sa.Connection, int], int]) -> int:
         """Sum ``query(connection, shard_index)`` over every shard, queried in parallel.
@@ -717,6 +849,14 @@ def _dropped(error: BackendUnavailable) -> bool:
     return isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated
 
 
+def _first_layout(found: Mapping[str, Layout], names: Sequence[str]) -> Layout | None:
+    return next((found[name] for name in names if name in found), None)
+
+
+def _first(row: tuple[int, int]) -> int:
+    return row[0]
+
+
 def _logical(key: object) -> int:
     if not is_int(key) or not 0 <= key < LOGICAL_SHARDS:
         raise InvalidInput(
@@ -783,6 +923,11 @@ class Databases:
                     key=f"stores.{name}",
                 )
         self._stores: dict[str, ShardedDatabase] = {}
+        self._metadata = dict(metadata)
+        self._max_workers = max_workers
+        # The config of each group of databases by layout name, to build it again for
+        # other stores (resharding).
+        self._options: dict[str, tuple[str, Mapping[str, Any]]] = {}
         # Every live layout is kept in one control database all processes reach.
         if control is None:
             parsed = _parse_shards(shards, "shards")
@@ -791,19 +936,16 @@ class Databases:
             control = _check_url(control, "control")
         self._control = control
         shared = [name for name in metadata if name not in stores]
+        default_options = {
+            "shards": shards,
+            "strategy": strategy,
+            "pins": pins,
+            "create_databases": create_databases,
+        }
+        self._options["default"] = ("", default_options)
         if shared:
             default = _build(
-                "",
-                {
-                    "shards": shards,
-                    "strategy": strategy,
-                    "pins": pins,
-                    "create_databases": create_databases,
-                },
-                _union(metadata, shared),
-                max_workers,
-                "default",
-                control,
+                "", default_options, _union(metadata, shared), max_workers, "default", control
             )
             self._stores.update(dict.fromkeys(shared, default))
         for name, store in stores.items():
@@ -818,7 +960,11 @@ class Databases:
                     key=where.rstrip("."),
                 )
             options = {"create_databases": create_databases, **options}
+            self._options[name] = (where, options)
             self._stores[name] = _build(where, options, metadata[name], max_workers, name, control)
+        # What repositories get: each store's view of its group, which follows the
+        # store's own live layout once a reshard gave it one.
+        self._views = {name: db.view(name) for name, db in self._stores.items()}
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -826,9 +972,10 @@ class Databases:
         return tuple(sorted(self._stores))
 
     def store(self, name: str) -> ShardedDatabase:
-        """The sharded database holding logical store ``name``; :class:`NotFound` if none."""
+        """The sharded database holding logical store ``name`` (its
+        :meth:`ShardedDatabase.view`); :class:`NotFound` if none."""
         try:
-            return self._stores[name]
+            return self._views[name]
         except KeyError:
             raise NotFound(f"no logical store {name!r}; known: {', '.join(self.names)}") from None
 
@@ -838,6 +985,32 @@ class Databases:
         """Each distinct sharded database by its layout name (``default`` for the shards
         stores share, else the store's own name)."""
         return {database.layout_name: database for database in self._distinct()}
+
+    @property
+    def control_url(self) -> str:
+        """The control database that holds every live layout."""
+        return self._control
+
+    def group_of(self, store: str) -> str:
+        """The layout name of the group of databases the config puts ``store`` on."""
+        return self.store(store).layout_name
+
+    def layout_for(self, name: str, stores: Sequence[str]) -> ShardedDatabase:
+        """A new sharded database of layout ``name`` holding the tables of ``stores``, on
+        the databases the config gives them (they must share a group). For resharding:
+        a store that has a live layout of its own moves apart from its group."""
+        groups = {self.group_of(store) for store in stores}
+        if len(groups) != 1:
+            raise ConfigError(f"stores {', '.join(stores)} are not on one group of databases")
+        where, options = self._options[groups.pop()]
+        return _build(
+            where,
+            options,
+            _union(self._metadata, list(stores)),
+            self._max_workers,
+            name,
+            self._control,
+        )
 
     def stores_of(self, layout: str) -> tuple[str, ...]:
         """The logical stores kept on the databases of layout ``layout``, sorted."""
@@ -874,6 +1047,8 @@ class Databases:
         """Close every connection pool and worker thread."""
         for database in self._distinct():
             database.dispose()
+        for view in self._views.values():
+            view.dispose()
 
     def __repr__(self) -> str:
         return f"Databases({', '.join(self.names)})"

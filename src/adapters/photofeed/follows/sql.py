@@ -31,6 +31,7 @@ from adapters.photofeed.schema import (
 from adapters.sql.shards import ShardedDatabase
 from scalecore.capabilities import Capability
 from scalecore.errors import InvalidInput
+from scalecore.ids import shard_of
 from scalecore.photofeed.models import FollowCounts, FollowEdge
 from scalecore.photofeed.ports import FollowRepository
 
@@ -171,10 +172,9 @@ class SqlFollowRepository(FollowRepository):
             order_key=lambda row: (row.changed_at, row.user_id, row.follower_id),
             limit=limit,
             descending=False,
+            logical_of=lambda row: shard_of(row.user_id),
         )
-        # While a logical shard moves, its rows may be on two databases: once each here.
-        edges = {(row.user_id, row.follower_id): row for row in rows}
-        return [_edge(row, row.follower_id, row.user_id) for row in edges.values()]
+        return [_edge(row, row.follower_id, row.user_id) for row in rows]
 
     def followers(self, user_id: str, *, limit: int, after: str | None = None) -> list[str]:
         logical = logical_of(user_id)
@@ -211,13 +211,13 @@ class SqlFollowRepository(FollowRepository):
 
     def popular(self, min_followers: int) -> list[str]:
         query = sa.select(_counts.c.user_id).where(_counts.c.followers >= min_followers)
-        found = self._db.scatter_gather(
+        return self._db.scatter_gather(
             lambda conn, _index: list(conn.execute(query).scalars()),
             order_key=lambda user_id: user_id,
             limit=None,
             descending=False,
+            logical_of=shard_of,
         )
-        return list(dict.fromkeys(found))  # a moving logical shard may be on two databases
 
     def ping(self) -> None:
         ping_all(self._db)

@@ -102,7 +102,11 @@ class SqlUserRepository(UserRepository):
             return [_user(row) for row in rows]
 
         return self._db.scatter_gather(
-            query, order_key=lambda user: user.username, limit=limit, descending=False
+            query,
+            order_key=lambda user: user.username,
+            limit=limit,
+            descending=False,
+            logical_of=_logical_of_user,
         )
 
     def recent(self, *, limit: int, before: FeedPosition | None = None) -> list[User]:
@@ -122,11 +126,18 @@ class SqlUserRepository(UserRepository):
             return [_user(row) for row in rows]
 
         return self._db.scatter_gather(
-            query, order_key=lambda user: (user.created_at, user.id), limit=limit
+            query,
+            order_key=lambda user: (user.created_at, user.id),
+            limit=limit,
+            logical_of=_logical_of_user,
         )
 
     def ping(self) -> None:
         ping_all(self._db)
+
+
+def _logical_of_user(user: User) -> int:
+    return shard_of(user.id)
 
 
 def _bytewise(conn: sa.Connection, column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
