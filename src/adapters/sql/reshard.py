@@ -73,6 +73,9 @@ __all__ = ["Move", "Plan", "Report", "Resharder", "reshard_status"]
 #: Rows per INSERT or DELETE statement of a copy.
 _CHUNK = 500
 
+#: A catch-up round before the fence that changes at most this many rows is the last.
+_SMALL_DELTA = 20
+
 
 @attrs.frozen
 class Move:
@@ -452,7 +455,7 @@ class Resharder:
             copy: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
             if owned_here:
                 with src.connect() as conn:  # the bulk copy, while writes go on
-                    _, _, copied_digest, copy = self._sync(conn, dst, owned_here, None)
+                    _, _, copied_digest, copy, _ = self._sync(conn, dst, owned_here, None)
                     conn.rollback()
                 # Read the copy back now, outside the fence: the fence then only has to
                 # read back what the catch-up changes (nothing else writes to the target).
@@ -464,12 +467,13 @@ class Resharder:
                 rows = size = 0
                 pauses: list[float] = []
                 if fence:
+                    self._catch_up(src, dst, fence, copy)
                     got_rows, got_size, pause = self._fence(src, dst, target, fence, copy)
                     rows, size = rows + got_rows, size + got_size
                     pauses.extend([pause] * len(fence))
                 if pending:  # fenced by a run that was killed: the old owner is frozen
                     with src.connect() as conn:
-                        got_rows, got_size, digest, _ = self._sync(conn, dst, pending, None)
+                        got_rows, got_size, digest, _, _ = self._sync(conn, dst, pending, None)
                         conn.rollback()
                     self._verify(dst, pending, digest)
                     self._own(dst, pending)
@@ -477,6 +481,40 @@ class Resharder:
                 self._switch(batch, target, pauses[0] if pauses else None)
                 yield rows, size, pauses, len(batch)
             self._clean(src, logicals)
+
+    def _catch_up(
+        self,
+        src: sa.Engine,
+        dst: sa.Engine,
+        logicals: list[int],
+        copy: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]],
+    ) -> None:
+        """Bring the new owner's copy of ``logicals`` up to date without the fence, until
+        a round changes at most ``_SMALL_DELTA`` rows (three rounds at most): the fence
+        then only has to apply what the last moments wrote. ``copy`` is updated to what
+        the new owner holds."""
+        for _round in range(3):
+            known = self._known(copy, logicals)
+            with src.connect() as conn:
+                _, _, _, fresh, changed = self._sync(conn, dst, logicals, known)
+                conn.rollback()
+            for name, rows in fresh.items():
+                held = copy.setdefault(name, {})
+                for key in known.get(name, {}):
+                    held.pop(key[1], None)
+                held.update(rows)
+            if changed <= _SMALL_DELTA:
+                return
+
+    def _known(
+        self, copy: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]], logicals: list[int]
+    ) -> dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]:
+        """What the new owner holds of ``logicals``, keyed by (logical shard, primary key)."""
+        wanted = set(logicals)
+        return {
+            name: {k: row for k, row in rows.items() if k[0] in wanted}
+            for name, rows in _by_logical(copy, self._tables).items()
+        }
 
     def _fence(
         self,
@@ -487,35 +525,101 @@ class Resharder:
         copy: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]],
     ) -> tuple[int, int, float]:
         """Fence ``logicals`` on the old owner, catch up, verify, switch ownership; return
-        (rows, bytes, the write pause in ms)."""
-        with src.connect() as conn:
+        (rows, bytes, the write pause in ms).
+
+        The new owner's transaction (the catch-up's changes, read back, and its state
+        rows set to ``owned``) commits right after the fence does: a kill in between
+        leaves the old owner frozen and the new one without the logical shards, which a
+        rerun copies again in full. On PostgreSQL the fence's ``UPDATE`` and the reads of
+        every table go in one round trip."""
+        known = self._known(copy, logicals)
+        with src.connect() as conn, dst.connect() as out:
             conn.begin()
-            if conn.dialect.name == "postgresql":
-                # A fence never outlives a stuck or killed resharder for long.
-                conn.exec_driver_sql(
-                    "SET LOCAL lock_timeout = '5s'; "
-                    "SET LOCAL idle_in_transaction_session_timeout = '10s'"
-                )
             fenced_at = time.perf_counter()
-            conn.execute(
-                STATE.update()
-                .where(
-                    STATE.c.name == self._name,
-                    STATE.c.logical_shard.in_(logicals),
-                    STATE.c.state == OWNED,
-                )
-                .values(state=MOVED, moved_to=target)
-            )
-            wanted = set(logicals)
-            known = {
-                name: {k: row for k, row in rows.items() if k[0] in wanted}
-                for name, rows in _by_logical(copy, self._tables).items()
-            }
-            # The catch-up: what changed since the copy is applied and read back.
-            rows, size, _digest, _ = self._sync(conn, dst, logicals, known)
-            conn.commit()
-        self._own(dst, logicals)
+            if conn.dialect.name == "postgresql":
+                have = self._fence_postgres(conn, target, logicals)
+            else:
+                conn.execute(self._fence_statement(target, logicals))
+                have = {
+                    table.name: _rows(conn, table, shard_filter(key_column(table), logicals))
+                    for table in self._tables
+                }
+            rows = sum(len(found) for found in have.values())
+            size = sum(len(repr(row)) for found in have.values() for row in found.values())
+            out.begin()
+            for table in self._tables:
+                there = {key[1]: row for key, row in known.get(table.name, {}).items()}
+                found = have[table.name]
+                stale = [key for key, row in there.items() if found.get(key) != row]
+                fresh = [row for key, row in found.items() if there.get(key) != row]
+                if stale or fresh:
+                    _apply(out, table, stale, fresh)
+                    _read_back(out, table, stale, fresh)
+            conn.commit()  # the old owner says "moved": from here its writers go to B
+            out.execute(self._own_statement(logicals))
+            out.commit()
         return rows, size, (time.perf_counter() - fenced_at) * 1000
+
+    def _fence_statement(self, target: str, logicals: list[int]) -> Any:
+        return (
+            STATE.update()
+            .where(
+                STATE.c.name == self._name,
+                STATE.c.logical_shard.in_(logicals),
+                STATE.c.state == OWNED,
+            )
+            .values(state=MOVED, moved_to=target)
+        )
+
+    def _own_statement(self, logicals: list[int]) -> Any:
+        return (
+            STATE.update()
+            .where(STATE.c.name == self._name, STATE.c.logical_shard.in_(logicals))
+            .values(state=OWNED, moved_to=None)
+        )
+
+    def _fence_postgres(
+        self, conn: sa.Connection, target: str, logicals: list[int]
+    ) -> dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]:
+        """The fence and the reads of every table as one multi-statement query (simple
+        query protocol, every value a literal): one round trip inside the pause."""
+
+        def literal(statement: Any) -> str:
+            sql = str(
+                statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+            )
+            assert "%" not in sql  # identities and id keys never hold one
+            return sql
+
+        selects = [
+            sa.select(table).where(shard_filter(key_column(table), logicals))
+            for table in self._tables
+        ]
+        statements = [
+            # A fence never outlives a stuck or killed resharder for long.
+            "SET LOCAL lock_timeout = '5s'",
+            "SET LOCAL idle_in_transaction_session_timeout = '10s'",
+            literal(self._fence_statement(target, logicals)),
+            *(literal(select) for select in selects),
+        ]
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute("; ".join(statements))
+            results: list[list[tuple[Any, ...]]] = []
+            while True:
+                if cursor.description is not None:
+                    results.append([tuple(row) for row in cursor.fetchall()])
+                if not cursor.nextset():
+                    break
+        finally:
+            cursor.close()
+        if len(results) != len(self._tables):
+            raise Conflict("the fence's reads returned an unexpected number of results")
+        have: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
+        for table, found in zip(self._tables, results, strict=True):
+            pk = [table.c.keys().index(column.name) for column in table.primary_key.columns]
+            have[table.name] = {tuple(row[i] for i in pk): row for row in found}
+        return have
 
     def _own(self, engine: sa.Engine, logicals: list[int]) -> None:
         with engine.begin() as conn:
@@ -558,9 +662,10 @@ class Resharder:
         target: sa.Engine,
         logicals: list[int],
         known: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] | None,
-    ) -> tuple[int, int, dict[str, tuple[int, str]], dict[str, dict[Any, tuple[Any, ...]]]]:
+    ) -> tuple[int, int, dict[str, tuple[int, str]], dict[str, dict[Any, tuple[Any, ...]]], int]:
         """Make ``target``'s rows of ``logicals`` equal to ``source``'s (one transaction on
-        the target); return the source's rows, bytes, per-table digest and the rows.
+        the target); return the source's rows, bytes, per-table digest, the rows and how
+        many rows were written or deleted on the target.
 
         ``known`` is what the target holds already (keyed by (logical shard, primary
         key)), when the caller knows it: the target is not read then."""
@@ -568,6 +673,7 @@ class Resharder:
         digest: dict[str, tuple[int, str]] = {}
         copied: dict[str, dict[Any, tuple[Any, ...]]] = {}
         changes: list[tuple[sa.Table, list[Any], list[tuple[Any, ...]]]] = []
+        changed = 0
         out = None if known is not None else target.connect()
         try:
             for table in self._tables:
@@ -585,6 +691,7 @@ class Resharder:
                 fresh = [row for key, row in have.items() if there.get(key) != row]
                 if stale or fresh:
                     changes.append((table, stale, fresh))
+                    changed += len(stale) + len(fresh)
             if out is not None:
                 out.rollback()  # end the read; the writes below take a transaction of their own
             if changes:
@@ -597,7 +704,7 @@ class Resharder:
         finally:
             if out is not None:
                 out.close()
-        return rows, size, digest, copied
+        return rows, size, digest, copied, changed
 
     def _verify(
         self, target: sa.Engine, logicals: list[int], digest: dict[str, tuple[int, str]]
