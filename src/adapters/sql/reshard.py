@@ -55,7 +55,9 @@ from adapters.sql.layout import (
     ensure_state,
     identity,
     key_column,
+    layout_names,
     load_layout,
+    load_layouts,
     logical_of_key,
     moves_table,
     reshards_table,
@@ -63,12 +65,21 @@ from adapters.sql.layout import (
     shard_expression,
     shard_filter,
 )
-from adapters.sql.shards import ShardedDatabase
+from adapters.sql.shards import Databases, ShardedDatabase
 from scalecore.errors import BackendUnavailable, ConfigError, Conflict
 from scalecore.ids import ID_LENGTH, LOGICAL_SHARDS, shard_of
 from scalecore.validate import check_int
 
-__all__ = ["Move", "Plan", "Report", "Resharder", "reshard_status"]
+__all__ = [
+    "Move",
+    "Plan",
+    "Report",
+    "Resharder",
+    "live_layouts",
+    "reshard_status",
+    "reshard_statuses",
+    "resharders_for",
+]
 
 #: Rows per INSERT or DELETE statement of a copy.
 _CHUNK = 500
@@ -98,6 +109,10 @@ class Plan:
     moves: tuple[Move, ...]
     bootstrap: bool  # no live layout yet: the first one is made from the old config
     resuming: bool
+    #: The live layout of the group the logical stores leave, when this reshard gives
+    #: them databases of their own (vertical partitioning); the first layout of
+    #: ``name`` is then made from it.
+    source: str | None = None
 
     def routes(self) -> list[tuple[str, str, int, int, int]]:
         """(source, target, logical shards, rows, bytes) per pair of databases."""
@@ -190,10 +205,23 @@ class Resharder:
         and bytes each move copies. Raises :class:`ConfigError` when there is no live
         layout and no ``previous`` config, or when an unfinished reshard of this layout
         is heading for different databases."""
+        others = (
+            [n for n in self._previous.layout_names if n != self._name] if self._previous else []
+        )
+        source_running = None
         with translate_errors(), self._control().connect() as conn:  # reads only
-            layout = load_layout(conn, self._name)
+            found = load_layouts(conn, [self._name, *others])
+            layout = found.get(self._name)
+            source = None if layout is not None else next((n for n in others if n in found), None)
             running = journal = None
             if sa.inspect(conn).has_table(reshards_table.name):
+                if source is not None:
+                    source_running = conn.execute(
+                        sa.select(reshards_table.c.name).where(
+                            reshards_table.c.name == source,
+                            reshards_table.c.status == "running",
+                        )
+                    ).one_or_none()
                 running = conn.execute(
                     sa.select(reshards_table).where(
                         reshards_table.c.name == self._name,
@@ -207,7 +235,16 @@ class Resharder:
                 ).all()
             conn.rollback()
         bootstrap = layout is None
-        if layout is None:
+        if source is not None:
+            # The stores move out of a group that has a live layout: theirs starts as a
+            # copy of it.
+            if source_running is not None:
+                raise ConfigError(
+                    f"the reshard of {source!r} is unfinished; finish it before moving "
+                    f"{self._name!r} onto databases of its own"
+                )
+            layout = found[source]
+        elif layout is None:
             if self._previous is None:
                 raise ConfigError(
                     f"there is no live layout of {self._name!r} yet: pass the config the "
@@ -238,7 +275,13 @@ class Resharder:
         if measure:
             ordered = self._measure(ordered)
         return Plan(
-            self._name, layout, self._targets, tuple(ordered), bootstrap, running is not None
+            self._name,
+            layout,
+            self._targets,
+            tuple(ordered),
+            bootstrap,
+            running is not None,
+            source,
         )
 
     def _measure(self, moves: list[Move]) -> list[Move]:
@@ -276,23 +319,46 @@ class Resharder:
     def execute(self, plan: Plan) -> Report:
         """Run ``plan`` (from :meth:`plan`) to the end; safe to run again after a kill."""
         began = time.perf_counter()
-        with self._exclusive():
+        names = [self._name] if plan.source is None else [self._name, plan.source]
+        with contextlib.ExitStack() as stack:
+            for name in names:
+                stack.enter_context(self._exclusive(name))
+            if plan.source is not None:
+                self._check_source(plan)
             return self._execute(plan, began)
 
+    def _check_source(self, plan: Plan) -> None:
+        """The group the stores leave must still be as planned, with no reshard of it
+        unfinished (its lock is held from here on)."""
+        assert plan.source is not None
+        with translate_errors(), self._control().connect() as conn:
+            found = load_layouts(conn, [plan.source])
+            running = conn.execute(
+                sa.select(reshards_table.c.name).where(
+                    reshards_table.c.name == plan.source, reshards_table.c.status == "running"
+                )
+            ).one_or_none()
+            conn.rollback()
+        current = found.get(plan.source)
+        if running is not None or current is None or current.owners != plan.current.owners:
+            raise Conflict(
+                f"the layout of {plan.source!r} changed since the plan; run the command again"
+            )
+
     @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """Hold the layout's reshard lock (a PostgreSQL advisory lock on the control
+    def _exclusive(self, name: str) -> Iterator[None]:
+        """Hold layout ``name``'s reshard lock (a PostgreSQL advisory lock on the control
         database, released when the connection ends, a kill included)."""
         engine = self._control()
         if engine.dialect.name != "postgresql":
             yield  # SQLite: one box, one operator; run one reshard at a time
             return
-        key = int.from_bytes(hashlib.blake2b(self._name.encode(), digest_size=7).digest(), "big")
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=7).digest(), "big")
         with translate_errors(), engine.connect() as conn:
             got = conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one()
             conn.commit()
             if not got:
-                raise Conflict(f"another reshard of {self._name!r} is running")
+                raise Conflict(f"another reshard of {name!r} is running")
             try:
                 yield
             finally:
@@ -830,3 +896,62 @@ def reshard_status(database: ShardedDatabase) -> dict[str, Any] | None:
         "bytes": sum(m.bytes for m in moves),
         "pause_p99_ms": pauses[min(len(pauses) - 1, int(0.99 * len(pauses)))] if pauses else None,
     }
+
+
+def live_layouts(
+    databases: Databases, previous: Databases | None = None
+) -> dict[str, tuple[str, ...]]:
+    """The layouts the logical stores of ``databases`` (a config) follow, with their
+    stores: a store keeps a layout of its own once one exists in the control database
+    (a reshard moved it onto databases of its own), or when ``databases`` or
+    ``previous`` (the config the deployment runs with now) gives it databases of its
+    own; the others share their group's (``default``)."""
+    with translate_errors():
+        engine = make_engine(databases.control_url)
+        try:
+            with engine.connect() as conn:
+                existing = layout_names(conn)
+                conn.rollback()
+        finally:
+            engine.dispose()
+    layouts: dict[str, list[str]] = {}
+    for store in databases.names:
+        own = (
+            store in existing
+            or databases.group_of(store) == store
+            or (previous is not None and previous.group_of(store) == store)
+        )
+        layouts.setdefault(store if own else databases.group_of(store), []).append(store)
+    return {name: tuple(stores) for name, stores in sorted(layouts.items())}
+
+
+def resharders_for(
+    databases: Databases,
+    previous: Databases | None = None,
+    *,
+    batch: int = 16,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[tuple[str, tuple[str, ...], Resharder]]:
+    """One :class:`Resharder` per layout of :func:`live_layouts`, as (layout name, its
+    logical stores, resharder), each moving its stores' tables to the databases
+    ``databases`` gives them: within a group (horizontal) or onto databases of their
+    own and back (vertical). ``previous`` is needed for the first reshard of a layout."""
+    result = []
+    for name, stores in live_layouts(databases, previous).items():
+        old = previous.store(stores[0]) if previous is not None else None
+        resharder = Resharder(
+            database=databases.layout_for(name, stores),
+            previous=old,
+            batch=batch,
+            progress=progress,
+        )
+        result.append((name, stores, resharder))
+    return result
+
+
+def reshard_statuses(databases: Databases) -> list[tuple[str, dict[str, Any] | None]]:
+    """:func:`reshard_status` of each layout of :func:`live_layouts`."""
+    return [
+        (name, reshard_status(databases.layout_for(name, stores)))
+        for name, stores in live_layouts(databases).items()
+    ]

@@ -65,46 +65,29 @@ def resharders(
     batch: int = 16,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[tuple[str, tuple[str, ...], Any]]:
-    """For ``scalecore db reshard``: one ``Resharder`` per group of databases (layout) of
-    ``settings``' ``[database]``, as ``(layout name, its logical stores, resharder)``.
+    """For ``scalecore db reshard``: one ``Resharder`` per live layout of ``settings``'
+    ``[database]`` (a group of databases, or a logical store's own), as ``(layout name,
+    its logical stores, resharder)``; a store the new config gives databases of its own
+    moves there (vertical partitioning), and back. Stores' own layouts come first.
 
-    ``previous`` is the config the deployment runs with now, needed only while no live
-    layout exists. Raises ``ConfigError`` if the two configs group the logical stores
-    differently (a store moving onto databases of its own is not supported yet).
+    ``previous`` is the config the deployment runs with now, needed only while a layout
+    has no live layout yet.
     """
-    from adapters.sql.reshard import Resharder
+    from adapters.sql.reshard import resharders_for
 
     new = databases_for(settings, metadata)
     old = databases_for(previous, metadata) if previous is not None else None
-    groups = new.groups()
-    if old is not None:
-        before = {name: old.stores_of(name) for name in old.groups()}
-        after = {name: new.stores_of(name) for name in groups}
-        if before != after:
-            raise ConfigError(
-                "the two configs put the logical stores on different groups of databases; "
-                "db reshard moves logical shards within one group (use scalecore migrate "
-                "to give a store databases of its own)",
-                key="database.stores",
-            )
-    result = []
-    for name, database in sorted(groups.items()):
-        previous_db = old.groups()[name] if old is not None else None
-        resharder = Resharder(
-            database=database, previous=previous_db, batch=batch, progress=progress
-        )
-        result.append((name, new.stores_of(name), resharder))
-    return result
+    return resharders_for(new, old, batch=batch, progress=progress)
 
 
 def reshard_statuses(
     settings: Settings, metadata: Mapping[str, sa.MetaData]
 ) -> list[tuple[str, dict[str, Any] | None]]:
     """For ``scalecore db reshard --status``: the journal of each layout's last reshard."""
-    from adapters.sql.reshard import reshard_status
+    from adapters.sql.reshard import reshard_statuses as statuses
 
     databases = databases_for(settings, metadata)
     try:
-        return [(name, reshard_status(db)) for name, db in sorted(databases.groups().items())]
+        return statuses(databases)
     finally:
         databases.dispose()
