@@ -1,9 +1,9 @@
 """Resharding the photo feed's databases: the fence against a stale process, resuming an
 interrupted reshard, and how much moves. On SQLite files and on PostgreSQL databases.
 
-The stale process is a second ``Databases`` built from the old config whose cached layout
-is pinned to the version it read before the move: it routes to the old owner, which
-refuses, and the write lands on the new owner.
+The stale process is a second ``Databases`` built from the old config before the move,
+with a layout cache of an hour (``layout_ttl``), that read the layout before the move: it
+routes to the old owner, which refuses, and the write lands on the new owner.
 """
 
 from __future__ import annotations
@@ -11,18 +11,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from adapters.photofeed.schema import METADATA, users_table
+from adapters.photofeed.feed.sql import SqlFeedRepository
+from adapters.photofeed.schema import METADATA, feed_table, users_table
 from adapters.photofeed.users.sql import SqlUserRepository
 from adapters.sql.layout import LAYOUT_TTL, identity, shard_keys
-from adapters.sql.reshard import Resharder
+from adapters.sql.reshard import Resharder, resharders_for
 from adapters.sql.shards import Databases, ShardedDatabase
 from scalecore.errors import ConfigError
 from scalecore.ids import LOGICAL_SHARDS, IdGenerator, logical_shard_for, make_id, shard_of
-from scalecore.photofeed.models import Account, User
+from scalecore.photofeed.models import Account, FeedEntry, User
 
 
 @pytest.fixture(
@@ -39,8 +41,8 @@ def urls(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
     return [scratch(f"rs{i}") for i in range(4)]
 
 
-def databases(shards: list[str]) -> Databases:
-    return Databases(metadata=METADATA, shards=shards, create_databases=True)
+def databases(shards: list[str], **options: Any) -> Databases:
+    return Databases(metadata=METADATA, shards=shards, create_databases=True, **options)
 
 
 def sign_up(users: SqlUserRepository, names: list[str]) -> dict[str, str]:
@@ -103,7 +105,8 @@ def test_a_stale_process_write_is_refused_by_the_old_owner_and_retried_on_the_ne
     first.execute(first.plan())  # 2 -> 3: the live layout now exists
     first.dispose()
 
-    stale_databases = databases(urls[:2])  # a process on the old file
+    # A process on the old file that trusts its cached layout for an hour.
+    stale_databases = databases(urls[:2], layout_ttl=3600)
     stale = stale_databases.store("users")
     layout = stale.live_layout()
     assert layout is not None
@@ -111,7 +114,6 @@ def test_a_stale_process_write_is_refused_by_the_old_owner_and_retried_on_the_ne
     back = reshard(two, batch=64)  # 3 -> 2 while the stale process keeps its view
     plan = back.plan()
     moving = {move.logical for move in plan.moves}
-    stale._layout_at = float("inf")  # pin the stale view (no refresh before the write)
     back.execute(plan)
     back.dispose()
     assert stale.live_layout() is layout  # still the view from before the move
@@ -194,3 +196,132 @@ def test_the_fence_check_does_not_run_without_a_live_layout(urls: list[str]) -> 
     assert db.shard_count == 2
     assert LAYOUT_TTL > 0
     db.dispose()
+
+
+def feed_rows(shards: list[str]) -> dict[tuple[str, str], list[int]]:
+    """(follower, photo) -> the indexes of the databases holding that feed row."""
+    found: dict[tuple[str, str], list[int]] = {}
+    for index, url in enumerate(shards):
+        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+        try:
+            with engine.connect() as conn:
+                if not sa.inspect(conn).has_table(feed_table.name):
+                    continue
+                query = sa.select(feed_table.c.follower_id, feed_table.c.photo_id)
+                for follower, photo in conn.execute(query):
+                    found.setdefault((follower, photo), []).append(index)
+        finally:
+            engine.dispose()
+    return found
+
+
+def run_all(groups: list[tuple[str, tuple[str, ...], Resharder]]) -> dict[str, int]:
+    """Plan and execute every layout's reshard; the logical shards moved per layout."""
+    moved = {}
+    try:
+        for name, _stores, resharder in groups:
+            plan = resharder.plan()
+            moved[name] = len(plan.moves)
+            if plan.moves or plan.bootstrap:
+                resharder.execute(plan)
+    finally:
+        for _name, _stores, resharder in groups:
+            resharder.dispose()
+    return moved
+
+
+def test_a_store_moves_onto_databases_of_its_own_and_back(urls: list[str]) -> None:
+    shared, own = urls[:2], urls[2]
+    two = databases(shared)
+    two.create_schema()
+    users = SqlUserRepository(database=two.store("users"))
+    made = sign_up(users, [f"user{i}" for i in range(30)])
+    ids = IdGenerator()
+    feed = SqlFeedRepository(database=two.store("feed"))
+    entries = [
+        FeedEntry(follower, ids.new(shard_of(owner)), owner, 1.0, 1.0)
+        for follower in made.values()
+        for owner in list(made.values())[:3]
+    ]
+    feed.merge(entries)
+    assert run_all(resharders_for(two, two)) == {"default": 0}  # the first live layout
+
+    # A process on the old file, its layout read before the move and trusted for an hour.
+    stale_databases = databases(shared, layout_ttl=3600)
+    stale_feed = stale_databases.store("feed")
+    assert stale_feed.live_layout() is not None
+
+    split = databases(shared, stores={"feed": {"shards": [own]}})
+    groups = resharders_for(split, two)
+    assert [(name, stores) for name, stores, _ in groups] == [
+        ("default", ("follows", "photos", "users")),
+        ("feed", ("feed",)),
+    ]
+    assert run_all(groups) == {"default": 0, "feed": LOGICAL_SHARDS}
+    placed = feed_rows(urls[:3])
+    assert {(e.follower_id, e.photo_id) for e in entries} == set(placed)
+    assert all(where == [2] for where in placed.values())
+    for name in made:  # the users stayed where they were
+        assert len(where(shared, name)) == 1
+
+    # The stale process writes and reads the moved store: refused by the old owner, it
+    # follows the store's own layout to the new database.
+    late = FeedEntry(made["user0"], ids.new(shard_of(made["user1"])), made["user1"], 2.0, 2.0)
+    SqlFeedRepository(database=stale_feed).merge([late])
+    assert feed_rows(urls[:3])[(late.follower_id, late.photo_id)] == [2]
+    fresh_old_file = databases(shared)  # started after the move, with the old file
+    for reader in (stale_feed, fresh_old_file.store("feed"), split.store("feed")):
+        page = SqlFeedRepository(database=reader).page(made["user0"], limit=10)
+        assert {entry.photo_id for entry in page} >= {late.photo_id}
+
+    # And back onto the shared databases, by the old file (the store keeps its layout).
+    assert run_all(resharders_for(fresh_old_file)) == {
+        "default": 0,
+        "feed": LOGICAL_SHARDS,
+    }
+    placed = feed_rows(urls[:3])
+    router = two.store("users").router
+    for (follower, _photo), at in placed.items():
+        assert at == [router.shard_for(shard_of(follower))]
+    assert len(placed) == len(entries) + 1
+    for database in (two, split, stale_databases, fresh_old_file):
+        database.dispose()
+
+
+def test_scatter_gather_reads_a_moving_logical_shard_once(urls: list[str]) -> None:
+    two, three = databases(urls[:2]), databases(urls[:3])
+    two.create_schema()
+    users = SqlUserRepository(database=two.store("users"))
+
+    class Killed(BaseException):
+        pass
+
+    def crash(done: int, total: int) -> None:
+        raise Killed  # after the first batch switched, before any row was deleted
+
+    first = reshard(three, two, batch=8, progress=crash)
+    plan = first.plan()
+    source = plan.moves[0].source
+    chunk = {m.logical for m in plan.moves if m.source == source}
+    chunk = set(sorted(chunk)[:64])  # copied together; the first 8 switched too
+    moving = [f"user{i}" for i in range(20_000) if logical_shard_for(f"user{i}") in chunk]
+    made = sign_up(users, [f"user{i}" for i in range(40)] + moving[:30])
+    with pytest.raises(Killed):
+        first.execute(plan)
+    first.dispose()
+    doubled = [name for name in made if len(where(urls[:3], name)) == 2]
+    assert doubled  # copied rows are on the old and the new owner now
+
+    reader = databases(urls[:2])  # a process on the old file
+    found = SqlUserRepository(database=reader.store("users"))
+    recent = found.recent(limit=len(made) + 10)
+    assert sorted(user.username for user in recent) == sorted(made)
+    matches = found.search("user", limit=len(made) + 10)
+    assert sorted(user.username for user in matches) == sorted(made)
+    page = found.recent(limit=10)  # cut by the limit: never a doubled or a wrong row
+    assert page
+    assert [user.id for user in page] == [user.id for user in recent][: len(page)]
+    assert reader.store("users").count_rows(users_table) == len(made)
+    reader.dispose()
+    two.dispose()
+    three.dispose()

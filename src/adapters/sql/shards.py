@@ -16,6 +16,8 @@ Options: ShardedDatabase(*, shards, router, metadata, create_database=False, max
     stores           logical store name -> a URL (one shard) or a table with its own
                      shards, strategy, pins, create_databases; unlisted stores share the
                      top-level shards
+    control          the control database of the live layouts (default: the first shard)
+    layout_ttl       seconds a process trusts its cached live layout (default 2)
 Differs from the port: the ShardRouter port only routes; this module adds the SQL side.
     Replicas are read-only copies kept by the database's own replication: reads through
     ``read`` and ``scatter_gather`` may lag the primary. Each unit of work is a transaction
@@ -900,6 +902,7 @@ class Databases:
         stores: Mapping[str, str | Mapping[str, Any]] | None = None,
         max_workers: int = 8,
         control: str | None = None,
+        layout_ttl: float = LAYOUT_TTL,
     ) -> None:
         if not isinstance(metadata, Mapping) or not metadata:
             raise ConfigError("must map logical store names to MetaData", key="metadata")
@@ -925,6 +928,7 @@ class Databases:
         self._stores: dict[str, ShardedDatabase] = {}
         self._metadata = dict(metadata)
         self._max_workers = max_workers
+        self._layout_ttl = layout_ttl
         # The config of each group of databases by layout name, to build it again for
         # other stores (resharding).
         self._options: dict[str, tuple[str, Mapping[str, Any]]] = {}
@@ -945,7 +949,13 @@ class Databases:
         self._options["default"] = ("", default_options)
         if shared:
             default = _build(
-                "", default_options, _union(metadata, shared), max_workers, "default", control
+                "",
+                default_options,
+                _union(metadata, shared),
+                max_workers,
+                "default",
+                control,
+                layout_ttl,
             )
             self._stores.update(dict.fromkeys(shared, default))
         for name, store in stores.items():
@@ -961,7 +971,9 @@ class Databases:
                 )
             options = {"create_databases": create_databases, **options}
             self._options[name] = (where, options)
-            self._stores[name] = _build(where, options, metadata[name], max_workers, name, control)
+            self._stores[name] = _build(
+                where, options, metadata[name], max_workers, name, control, layout_ttl
+            )
         # What repositories get: each store's view of its group, which follows the
         # store's own live layout once a reshard gave it one.
         self._views = {name: db.view(name) for name, db in self._stores.items()}
@@ -1010,6 +1022,7 @@ class Databases:
             self._max_workers,
             name,
             self._control,
+            self._layout_ttl,
         )
 
     def stores_of(self, layout: str) -> tuple[str, ...]:
@@ -1080,6 +1093,7 @@ def _build(
     max_workers: int,
     layout: str,
     control: str,
+    layout_ttl: float = LAYOUT_TTL,
 ) -> ShardedDatabase:
     unknown = set(options) - _STORE_KEYS
     if unknown:
@@ -1098,6 +1112,7 @@ def _build(
             max_workers=max_workers,
             layout=layout,
             control=control,
+            layout_ttl=layout_ttl,
         )
     except ConfigError as exc:
         if not where:
