@@ -10,11 +10,8 @@ moved each way.
 
 from __future__ import annotations
 
-import random
-import re
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -23,168 +20,28 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from _reshard_site import ROOT, Client, Site, command, environment, png, run, write_config
+from _reshard_site import (
+    ROOT,
+    Client,
+    Load,
+    Site,
+    command,
+    environment,
+    journal,
+    moved_count,
+    progressed,
+    run,
+    write_config,
+)
 
 from adapters.photofeed.schema import following_table, photos_table, users_table
-from adapters.sql.layout import moves_table
-from scalecore.ids import LOGICAL_SHARDS, logical_shard_for, shard_of
+from scalecore.ids import LOGICAL_SHARDS, shard_of
 from scalecore.routing import JumpHashRouter
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: Users signed up before the reshard; each actor thread writes for its own half.
 USERS = 120
-#: Bound of the load: no thread runs longer than this (seconds).
-LOAD_LIMIT = 200.0
-
-
-class Load:
-    """Writer and reader threads against the site; every request's outcome is kept."""
-
-    def __init__(self, port: int, users: dict[str, str]) -> None:
-        self.port = port
-        self.users = dict(users)  # username -> id, successful sign-ups
-        self.photos: dict[str, str] = {}  # photo id -> owner username
-        self.seen_photos: dict[str, str] = {}  # photo id -> owner, as readers saw them
-        self.ops: dict[tuple[str, str], list[tuple[str, bool]]] = defaultdict(list)
-        self.attempted_users: set[str] = set()
-        self.failures: list[tuple[str, int, str]] = []
-        self.wrong: list[str] = []
-        self.requests = 0
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.threads: list[threading.Thread] = []
-
-    def record(self, kind: str, reply: Any) -> bool:
-        with self.lock:
-            self.requests += 1
-            if 200 <= reply.status < 300:
-                return True
-            self.failures.append(
-                (kind, reply.status, reply.headers.get("Retry-After") or "", reply.body[:200])
-            )
-            return False
-
-    def start(self) -> None:
-        names = sorted(self.users)
-        halves = [names[0::2], names[1::2]]
-        targets: list[Callable[[], None]] = [
-            self._signer,
-            lambda: self._actor(halves[0], 1),
-            lambda: self._actor(halves[1], 2),
-            self._reader,
-        ]
-        for target in targets:
-            thread = threading.Thread(target=self._bounded, args=(target,), daemon=True)
-            thread.start()
-            self.threads.append(thread)
-
-    def _bounded(self, target: Callable[[], None]) -> None:
-        try:
-            target()
-        except Exception as exc:  # a crash of the load is a test failure, reported below
-            with self.lock:
-                self.wrong.append(f"load thread crashed: {exc!r}")
-
-    def finish(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(60)
-
-    def _running(self, began: float) -> bool:
-        return not self.stop.is_set() and time.monotonic() - began < LOAD_LIMIT
-
-    def _signer(self) -> None:
-        began, index = time.monotonic(), 0
-        client = Client(self.port)
-        while self._running(began):
-            name = f"late{index}"
-            index += 1
-            with self.lock:
-                self.attempted_users.add(name)
-            reply = client.post_json("/api/users", {"username": name, "password": "correct horse"})
-            if self.record("sign-up", reply):
-                with self.lock:
-                    self.users[name] = reply.json()["id"]
-            time.sleep(0.05)
-
-    def _actor(self, mine: list[str], seed: int) -> None:
-        rng = random.Random(seed)
-        clients: dict[str, Client] = {}
-        everyone = sorted(self.users)
-        began = time.monotonic()
-        while self._running(began):
-            name = rng.choice(mine)
-            client = clients.get(name)
-            if client is None:
-                client = Client(self.port)
-                if not self.record("log-in", client.log_in(name)):
-                    continue
-                clients[name] = client
-            roll = rng.random()
-            if roll < 0.25:
-                reply = client.upload(png(rng.randrange(1 << 16)), caption=f"by {name}")
-                if self.record("upload", reply):
-                    with self.lock:
-                        self.photos[reply.json()["id"]] = name
-            else:
-                other = rng.choice(everyone)
-                if other == name:
-                    continue
-                verb = "follow" if roll < 0.7 else "unfollow"
-                method = "PUT" if verb == "follow" else "DELETE"
-                ok = self.record(verb, client.request(method, f"/api/following/{other}"))
-                with self.lock:
-                    self.ops[(name, other)].append((verb, ok))
-            time.sleep(0.02)
-
-    def _reader(self) -> None:
-        rng = random.Random(3)
-        began = time.monotonic()
-        viewer = Client(self.port)
-        viewer_name = sorted(self.users)[0]
-        viewer.log_in(viewer_name)
-        while self._running(began):
-            with self.lock:
-                name, user_id = rng.choice(sorted(self.users.items()))
-            reply = viewer.request("GET", f"/api/users/{name}")
-            if self.record("profile", reply):
-                body = reply.json()
-                if body["username"] != name or body["id"] != user_id:
-                    self.wrong.append(f"profile of {name} answered {body['username']}")
-                for photo in body["photos"]:
-                    if photo["owner"] != name or shard_of(photo["id"]) != shard_of(user_id):
-                        self.wrong.append(
-                            f"profile of {name} lists {photo['id']} of {photo['owner']}"
-                        )
-                    with self.lock:
-                        self.seen_photos[photo["id"]] = photo["owner"]
-            reply = viewer.request("GET", "/api/feed?limit=20")
-            if self.record("feed", reply):
-                for photo in reply.json()["items"]:
-                    if shard_of(photo["id"]) != logical_shard_for(photo["owner"]):
-                        self.wrong.append(f"feed lists {photo['id']} as {photo['owner']}'s")
-                    with self.lock:
-                        self.seen_photos[photo["id"]] = photo["owner"]
-            time.sleep(0.02)
-
-
-def _moved_count(output: str) -> int:
-    match = re.search(r"(\d+) of 4096 logical shards move", output)
-    assert match, output
-    return int(match.group(1))
-
-
-def _journal(control: sa.Engine) -> Counter[str]:
-    with control.connect() as conn:
-        if not sa.inspect(conn).has_table(moves_table.name):
-            return Counter()
-        return Counter(conn.execute(sa.select(moves_table.c.phase)).scalars())
-
-
-def _progressed(control: sa.Engine) -> int:
-    journal = _journal(control)
-    return sum(journal.values()) - journal["planned"]
 
 
 def test_reshard_3_to_4_killed_and_resumed_then_back_to_3_under_load(
@@ -225,7 +82,7 @@ def test_reshard_3_to_4_killed_and_resumed_then_back_to_3_under_load(
         # 3 -> 4: the plan, then the move, killed once a good part is done.
         plan = run("db", "reshard", "--config", str(four), "--from", str(three), env=env)
         assert plan.returncode == 0, plan.stderr
-        moved = _moved_count(plan.stdout)
+        moved = moved_count(plan.stdout)
         assert abs(moved / LOGICAL_SHARDS - 1 / 4) <= 0.1 * (1 / 4), plan.stdout
         log = tmp_path / "reshard.log"
         with log.open("wb") as handle:
@@ -237,14 +94,14 @@ def test_reshard_3_to_4_killed_and_resumed_then_back_to_3_under_load(
                 stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 120
-        while _progressed(engines[0]) < moved // 4:
+        while progressed(engines[0]) < moved // 4:
             assert mover.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "the reshard made no progress"
             time.sleep(0.05)
         mark("killing the reshard")
         mover.send_signal(signal.SIGKILL)
         mover.wait(10)
-        interrupted = _journal(engines[0])
+        interrupted = journal(engines[0])
         assert 0 < interrupted["planned"] < moved, interrupted
         status = run("db", "reshard", "--config", str(four), "--status", env=env)
         assert "running" in status.stdout, status.stdout + status.stderr
@@ -254,12 +111,12 @@ def test_reshard_3_to_4_killed_and_resumed_then_back_to_3_under_load(
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         assert "resuming" in resumed.stdout, resumed.stdout
         assert "verified" in resumed.stdout, resumed.stdout
-        assert _journal(engines[0]) == Counter({"cleaned": moved})
+        assert journal(engines[0]) == Counter({"cleaned": moved})
         time.sleep(1)
 
         # 4 -> 3: the processes still run on the 3-database file.
         back = run("db", "reshard", "--config", str(three), env=env)
-        moved_back = _moved_count(back.stdout)
+        moved_back = moved_count(back.stdout)
         assert abs(moved_back / LOGICAL_SHARDS - 1 / 4) <= 0.1 * (1 / 4), back.stdout
         back = run("db", "reshard", "--config", str(three), "--yes", env=env)
         mark("4 -> 3 done")

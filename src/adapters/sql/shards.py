@@ -333,9 +333,14 @@ class ShardedDatabase:
         return layout.owner(logical)
 
     def _moved(self, logicals: Collection[int], moved_to: str | None) -> None:
-        if moved_to is not None:
-            for logical in logicals:
+        # A refusal naming the new owner is followed at once; one that names none (the
+        # hint led to a database that does not own it, or the move was undone) drops
+        # the hint, and the layout decides again.
+        for logical in logicals:
+            if moved_to is not None:
                 self._overrides[logical] = moved_to
+            else:
+                self._overrides.pop(logical, None)
         self._layout_at = -float("inf")  # the next call reads the layout again
 
     def _url(self, index: int) -> tuple[str, tuple[str, ...]]:
