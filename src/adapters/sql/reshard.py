@@ -14,16 +14,23 @@ For each batch of logical shards going from one database to another:
 
 1. copy their rows (every table of the layout) to the new owner, whose state for them is
    ``absent``, so nothing else writes there, and read the copy back: counts and
-   checksums per table must match what was read from the old owner;
+   checksums per table must match what was read from the old owner; right before the
+   fence, catch up (without it) until a round changes few rows;
 2. fence: ``UPDATE`` their state rows on the old owner to ``moved`` in a transaction kept
    open. The update waits for writers in flight (they hold the rows ``FOR SHARE``) and
-   blocks new ones, stale processes included;
+   blocks new ones, stale processes included. On PostgreSQL the update and the reads of
+   every table go in one round trip;
 3. catch up inside the fence: apply what changed since step 1 (changed rows replaced,
-   deleted rows deleted) and read those keys back; the new owner then equals the old one
-   (a mismatch rolls the fence back: nothing switched); commit the fence;
-4. mark the new owner ``owned`` (blocked writers, refused by the old owner with the new
-   owner's identity, retry there), switch the live layout, then delete the rows from the
-   old owner.
+   deleted rows deleted) in a transaction on the new owner and read those keys back; the
+   new owner then equals the old one (a mismatch rolls both back: nothing switched);
+4. commit the fence, then mark the new owner ``owned`` in its open transaction and commit
+   it (blocked writers, refused by the old owner with the new owner's identity, retry
+   there), switch the live layout, then delete the rows from the old owner.
+
+A layout is a group of databases (``default``) or a logical store's own: a config that
+gives a store databases of its own (``[database.stores]``) makes the store's layout,
+first a copy of its group's, and moves that store's tables only (vertical partitioning);
+:func:`resharders_for` makes one resharder per layout.
 
 The journal (``scalecore_reshards``, ``scalecore_reshard_moves`` in the control database)
 and the state rows make it resumable at any point: every step is idempotent and a rerun
@@ -205,9 +212,10 @@ class Resharder:
         and bytes each move copies. Raises :class:`ConfigError` when there is no live
         layout and no ``previous`` config, or when an unfinished reshard of this layout
         is heading for different databases."""
-        others = (
-            [n for n in self._previous.layout_names if n != self._name] if self._previous else []
-        )
+        # The group the stores leave, when the old config shares it and this layout is a
+        # store's own: its live layout (if any) is where they are now.
+        previous = self._previous.layout_name if self._previous is not None else self._name
+        others = [previous] if previous != self._name else []
         source_running = None
         with translate_errors(), self._control().connect() as conn:  # reads only
             found = load_layouts(conn, [self._name, *others])

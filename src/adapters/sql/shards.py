@@ -2,7 +2,8 @@
 
 Backend: sql (SQLAlchemy 2 Core; SQLite files or PostgreSQL databases)
 Install extra: none for SQLite; postgres for PostgreSQL
-Options: ShardedDatabase(*, shards, router, metadata, create_database=False, max_workers=8)
+Options: ShardedDatabase(*, shards, router, metadata, create_database=False, max_workers=8,
+                         layout="default", control=None, fence_wait=5.0, layout_ttl=2.0)
     shards           list, one entry per physical shard: a database URL, or a table
                      {url = "...", replicas = ["...", ...]} naming read replicas
     router           ShardRouter with shard_count == len(shards) (built by the composition
@@ -10,6 +11,10 @@ Options: ShardedDatabase(*, shards, router, metadata, create_database=False, max
     metadata         sqlalchemy MetaData of the tables that live on every shard
     create_database  create missing PostgreSQL databases of the primaries on first use
     max_workers      threads that query shards in parallel in scatter_gather and count
+    layout           the name of its live layout in the control database
+    control          the control database's URL (default: the first shard)
+    fence_wait       seconds a write refused by a moving logical shard is retried
+    layout_ttl       seconds the live layout is cached before it is read again
   Databases(*, metadata, shards, strategy="jump", pins=None, create_databases=False,
             stores=None, max_workers=8): the [database] config table as it is, plus
     metadata         logical store name -> MetaData of that store's tables
