@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.sql.engine import make_engine
+from adapters.sql.layout import MOVED, STATE, check_owned, ensure_state, owned_states
 from adapters.sql.shards import Databases, ShardedDatabase
 from scalecore.clock import ManualClock
 from scalecore.errors import (
@@ -26,6 +27,7 @@ from scalecore.errors import (
     Conflict,
     InvalidInput,
     NotFound,
+    ShardMoved,
 )
 from scalecore.ids import IdGenerator, logical_shard_for, make_id, shard_of
 from scalecore.ports.sharding import ShardRouter
@@ -553,3 +555,37 @@ def test_two_default_sharded_stores_may_not_declare_the_same_table(tmp_path: Pat
         shards=[f"sqlite:///{tmp_path}/m.db"],
         stores={"feed": f"sqlite:///{tmp_path}/feed.db"},
     ).dispose()
+
+
+def test_a_store_is_fenced_by_its_own_state_rows_before_its_groups(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/state.db")
+    try:
+        with engine.begin() as conn:
+            ensure_state(conn, "default", {5, 6})
+            ensure_state(conn, "feed", {6})
+            conn.execute(
+                STATE.update()
+                .where(STATE.c.name == "feed", STATE.c.logical_shard == 5)
+                .values(state=MOVED, moved_to="postgresql://app@feed0:5432/app")
+            )
+        with engine.begin() as conn:
+            check_owned(conn, ("users", "default"), [5, 6], lock=True)  # no rows of its own
+            check_owned(conn, ("feed", "default"), [6], lock=True)
+            with pytest.raises(ShardMoved) as refused:
+                check_owned(conn, ("feed", "default"), [5, 6], lock=True)
+            assert refused.value.moved_to == "postgresql://app@feed0:5432/app"
+            assert owned_states(conn, ("feed", "default"), [5, 6, 7], lock=False) == {6}
+            assert owned_states(conn, ("users", "default"), [5, 6, 7], lock=False) == {5, 6}
+    finally:
+        engine.dispose()
+
+
+def test_layout_ttl_must_be_a_number_of_seconds(tmp_path: Path) -> None:
+    for bad in (-1, "2", True, 7200):
+        with pytest.raises(ConfigError, match="layout_ttl"):
+            ShardedDatabase(
+                shards=[f"sqlite:///{tmp_path}/x.db"],
+                router=JumpHashRouter(1),
+                metadata=sa.MetaData(),
+                layout_ttl=bad,  # type: ignore[arg-type]
+            )
