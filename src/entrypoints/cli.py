@@ -382,9 +382,15 @@ def db_reshard(
     progress = _Progress()
     groups = resharders(settings, previous, batch=batch, progress=progress)
     try:
+        planned = [
+            (name, stores, resharder, resharder.plan()) for name, stores, resharder in groups
+        ]
+        # First the layouts where nothing moves (at most a first live layout is written),
+        # then stores' own layouts, then the groups': a store leaving its group takes
+        # the group's layout as it is before the group changes.
+        planned.sort(key=lambda item: (bool(item[3].moves), item[0] not in item[1]))
         plans = []
-        for name, stores, resharder in groups:
-            plan = resharder.plan()
+        for name, stores, resharder, plan in planned:
             plans.append((name, resharder, plan))
             moved = len({move.logical for move in plan.moves})
             state = " (resuming an interrupted reshard)" if plan.resuming else ""

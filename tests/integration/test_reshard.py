@@ -254,8 +254,8 @@ def test_a_store_moves_onto_databases_of_its_own_and_back(urls: list[str]) -> No
     split = databases(shared, stores={"feed": {"shards": [own]}})
     groups = resharders_for(split, two)
     assert [(name, stores) for name, stores, _ in groups] == [
+        ("feed", ("feed",)),  # a store leaving its group moves first
         ("default", ("follows", "photos", "users")),
-        ("feed", ("feed",)),
     ]
     assert run_all(groups) == {"default": 0, "feed": LOGICAL_SHARDS}
     placed = feed_rows(urls[:3])
@@ -325,3 +325,32 @@ def test_scatter_gather_reads_a_moving_logical_shard_once(urls: list[str]) -> No
     reader.dispose()
     two.dispose()
     three.dispose()
+
+
+def test_one_config_moves_a_store_out_and_grows_the_group(urls: list[str]) -> None:
+    two = databases(urls[:2])
+    two.create_schema()
+    made = sign_up(SqlUserRepository(database=two.store("users")), [f"u{i}" for i in range(30)])
+    ids = IdGenerator()
+    entries = [
+        FeedEntry(follower, ids.new(shard_of(follower)), follower, 1.0, 1.0)
+        for follower in made.values()
+    ]
+    SqlFeedRepository(database=two.store("feed")).merge(entries)
+    assert run_all(resharders_for(two, two)) == {"default": 0}  # the first live layout
+
+    new = databases(urls[:3], stores={"feed": {"shards": [urls[3]]}})
+    moved = run_all(resharders_for(new, two))
+    assert moved["feed"] == LOGICAL_SHARDS
+    assert abs(moved["default"] / LOGICAL_SHARDS - 1 / 3) <= 0.1 / 3
+    placed = feed_rows(urls)
+    assert set(placed) == {(e.follower_id, e.photo_id) for e in entries}
+    assert all(at == [3] for at in placed.values())  # none left behind by the group's move
+    router = new.store("users").router
+    old_file = databases(urls[:2])
+    for name, user_id in made.items():
+        assert where(urls, name) == [router.shard_for(shard_of(user_id))]
+        page = SqlFeedRepository(database=old_file.store("feed")).page(user_id, limit=5)
+        assert [entry.follower_id for entry in page] == [user_id]
+    for database in (two, new, old_file):
+        database.dispose()

@@ -943,9 +943,16 @@ def resharders_for(
     """One :class:`Resharder` per layout of :func:`live_layouts`, as (layout name, its
     logical stores, resharder), each moving its stores' tables to the databases
     ``databases`` gives them: within a group (horizontal) or onto databases of their
-    own and back (vertical). ``previous`` is needed for the first reshard of a layout."""
+    own and back (vertical). ``previous`` is needed for the first reshard of a layout.
+    Run them in the order given: stores' own layouts come before their group's."""
     result = []
-    for name, stores in live_layouts(databases, previous).items():
+    layouts = live_layouts(databases, previous)
+    # Stores' own layouts first, the groups' (``default``) last: a store leaving its group
+    # gets its layout (a copy of the group's as it is now) before the group's own reshard
+    # changes the group.
+    order = sorted(layouts, key=lambda name: (name not in databases.names, name))
+    for name in order:
+        stores = layouts[name]
         old = previous.store(stores[0]) if previous is not None else None
         resharder = Resharder(
             database=databases.layout_for(name, stores),
