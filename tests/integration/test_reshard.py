@@ -252,7 +252,7 @@ def test_a_store_moves_onto_databases_of_its_own_and_back(urls: list[str]) -> No
     assert stale_feed.live_layout() is not None
 
     split = databases(shared, stores={"feed": {"shards": [own]}})
-    groups = resharders_for(split, two)
+    groups = resharders_for(split, two, batch=128)
     assert [(name, stores) for name, stores, _ in groups] == [
         ("feed", ("feed",)),  # a store leaving its group moves first
         ("default", ("follows", "photos", "users")),
@@ -275,7 +275,7 @@ def test_a_store_moves_onto_databases_of_its_own_and_back(urls: list[str]) -> No
         assert {entry.photo_id for entry in page} >= {late.photo_id}
 
     # And back onto the shared databases, by the old file (the store keeps its layout).
-    assert run_all(resharders_for(fresh_old_file)) == {
+    assert run_all(resharders_for(fresh_old_file, batch=128)) == {
         "default": 0,
         "feed": LOGICAL_SHARDS,
     }
@@ -340,7 +340,7 @@ def test_one_config_moves_a_store_out_and_grows_the_group(urls: list[str]) -> No
     assert run_all(resharders_for(two, two)) == {"default": 0}  # the first live layout
 
     new = databases(urls[:3], stores={"feed": {"shards": [urls[3]]}})
-    moved = run_all(resharders_for(new, two))
+    moved = run_all(resharders_for(new, two, batch=128))
     assert moved["feed"] == LOGICAL_SHARDS
     assert abs(moved["default"] / LOGICAL_SHARDS - 1 / 3) <= 0.1 / 3
     placed = feed_rows(urls)
