@@ -42,8 +42,8 @@ import sqlalchemy as sa
 
 from adapters.sql.engine import statements_in_this_thread
 from bench._common import interleaved, latency_table, load_average
-from entrypoints.config import load_settings
 from entrypoints.container import close_adapters, create_container, create_tables
+from entrypoints.photofeed.config import load_settings
 from scalecore.ids import logical_shard_for, make_id, shard_of
 from scalecore.photofeed.events import TOPIC_PHOTO_UPLOADED, PhotoEvent
 

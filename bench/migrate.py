@@ -354,7 +354,7 @@ _IMPORTS_ONLY = (
     "import resource, sys\n"
     "import entrypoints.cli, entrypoints.migrate.run, adapters.blob.s3, adapters.blob.localfs\n"
     "import adapters.sql.shards, adapters.sessions.sql, psycopg, boto3, sqlalchemy\n"
-    "from entrypoints.config import load_settings\n"
+    "from entrypoints.photofeed.config import load_settings\n"
     "from entrypoints.container import Container\n"
     "c = Container(settings=load_settings(sys.argv[1], environ={}))\n"
     "c.blobs(); c.databases()\n"

@@ -35,7 +35,6 @@ from entrypoints.config import (
     PORT_SECTIONS,
     Settings,
     env_name,
-    load_settings,
     mask_secrets,
     masked_keys,
 )
@@ -53,6 +52,7 @@ from entrypoints.container import (
     service_topology,
     validate_settings,
 )
+from entrypoints.photofeed.config import load_settings, repositories
 from scalecore.errors import ConfigError, ScalecoreError
 
 __all__ = ["main"]
@@ -293,13 +293,13 @@ def check(config_path: str | None) -> None:
             click.echo(f"FAIL  multi-node: {problem}")
             failures += 1
     container = Container(settings=settings)
-    if settings.photofeed()[0] == "sql":
+    if repositories(settings)[0] == "sql":
         # Built once here (it connects to nothing), so a problem of [database] is one
         # error line rather than a failure of each repository built on it.
         container.databases()
     backends = {port: settings.port(port)[0] for port in PORT_SECTIONS}
     backends.update(
-        (f"photofeed.{name}", settings.photofeed()[0]) for name in PhotoFeedRepositories.NAMES
+        (f"photofeed.{name}", repositories(settings)[0]) for name in PhotoFeedRepositories.NAMES
     )
     for name, ping in readiness_checks(container).items():
         label = f"{name} ({backends[name]})" if name in backends else name

@@ -47,8 +47,9 @@ cache.
 
 Loading validates shape and types and names the key at fault; it never connects anywhere.
 :func:`load_config` is the library's loader: the sections above but ``[photofeed]``, plus
-the section of an :class:`Application` built on the library; :func:`load_settings` is the
-reference service's (the photo feed's section, :mod:`entrypoints.photofeed.config`).
+the section of an :class:`Application` built on the library. The reference service's
+loader, with its ``[photofeed]`` section, is
+:func:`entrypoints.photofeed.config.load_settings`.
 """
 
 from __future__ import annotations
@@ -82,7 +83,6 @@ __all__ = [
     "check_keys",
     "env_name",
     "load_config",
-    "load_settings",
     "mask_secrets",
     "masked_keys",
 ]
@@ -123,13 +123,6 @@ TRACING_DEFAULTS: Mapping[str, str] = {
 TRACE_EXPORTERS = ("none", "otlp", "console")
 #: The longest signed media URL lifetime (a week, as S3 allows).
 MAX_MEDIA_URL_EXPIRES = 7 * 24 * 3600
-
-#: [photofeed] ``repositories`` values; every other key of the table is a field of
-#: :class:`scalecore.photofeed.settings.PhotoFeedSettings` (unset ones take its defaults).
-PHOTOFEED_REPOSITORIES = ("sql", "memory")
-#: [photofeed] sub-tables: options of the password hasher (argon2) and the image processor
-#: (pillow), checked against their constructors by the container.
-PHOTOFEED_ADAPTERS = ("password_hasher", "images")
 
 _DATABASE_KEYS = frozenset({"strategy", "shards", "pins", "create_databases", "stores"})
 #: Keys only the top-level [database] table takes.
@@ -209,32 +202,10 @@ class Settings:
         web: Mapping[str, Any] = self.data["web"]
         return web
 
-    def photofeed(self) -> tuple[str, dict[str, Any]]:
-        """Return (repositories backend, the service settings given in ``[photofeed]``)."""
-        section = dict(self.data["photofeed"])
-        for name in PHOTOFEED_ADAPTERS:
-            section.pop(name, None)
-        return section.pop("repositories"), section
-
-    def photofeed_adapter(self, name: str) -> dict[str, Any]:
-        """Constructor options of ``[photofeed.<name>]`` (``password_hasher``, ``images``)."""
-        return dict(self.data["photofeed"].get(name, {}))
-
     def masked(self) -> dict[str, Any]:
         """The effective config with secrets masked, safe to print or log."""
         masked: dict[str, Any] = mask_secrets(self.data)
         return masked
-
-
-def load_settings(
-    path: str | os.PathLike[str] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> Settings:
-    """The reference service's settings: :func:`load_config` with the ``[photofeed]``
-    section (:data:`entrypoints.photofeed.config.APPLICATION`)."""
-    from entrypoints.photofeed.config import APPLICATION
-
-    return load_config(path, environ, application=APPLICATION)
 
 
 def load_config(

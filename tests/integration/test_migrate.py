@@ -266,7 +266,7 @@ def unsent_upload(config: Path) -> None:
     its event stays unsent in the outbox (a separate process, as a web worker would be)."""
     script = (
         "import io, sys\n"
-        "from entrypoints.config import load_settings\n"
+        "from entrypoints.photofeed.config import load_settings\n"
         "from entrypoints.container import create_container\n"
         "container = create_container(load_settings(sys.argv[1], environ={}))\n"
         "service = container.photofeed()\n"

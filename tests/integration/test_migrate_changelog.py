@@ -28,11 +28,11 @@ from adapters.photofeed.schema import (
     following_table,
     users_table,
 )
-from entrypoints.config import load_settings
 from entrypoints.container import Container, close_adapters, create_tables
 from entrypoints.migrate import Options, changelog, journal, migrate
 from entrypoints.migrate.progress import Progress, Task
 from entrypoints.migrate.sqlsync import PAGE_ROWS, ShardSet, digest_table
+from entrypoints.photofeed.config import load_settings
 from scalecore.ids import IdGenerator
 
 pytestmark = [pytest.mark.integration]

@@ -23,8 +23,8 @@ import attrs
 import pytest
 from PIL import Image
 
-from entrypoints.config import load_settings
 from entrypoints.container import close_adapters, create_container, create_tables
+from entrypoints.photofeed.config import load_settings
 from scalecore.ids import IdGenerator, shard_of
 from scalecore.photofeed.events import TOPIC_PHOTO_UPLOADED
 

@@ -182,8 +182,8 @@ def test_config_show_prints_toml_that_loads_back_as_the_same_config(
 ) -> None:
     import tomllib
 
-    from entrypoints.config import load_settings
     from entrypoints.container import effective_config
+    from entrypoints.photofeed.config import load_settings
 
     distributed = Path(__file__).resolve().parents[2] / "deploy" / "distributed.toml"
     original = None if source == "embedded" else distributed

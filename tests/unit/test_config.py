@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from entrypoints.config import load_settings, mask_secrets
+from entrypoints.config import mask_secrets
+from entrypoints.photofeed.config import load_settings
 from scalecore.errors import ConfigError
 
 

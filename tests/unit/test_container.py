@@ -15,8 +15,8 @@ from adapters.ledger.memory import MemoryJobLedger
 from adapters.ledger.sql import SqlJobLedger
 from adapters.sessions.sql import SqlSessionStore
 from entrypoints import registry
-from entrypoints.config import load_settings
 from entrypoints.container import create_container, puppy_settings, validate_settings
+from entrypoints.photofeed.config import load_settings
 from scalecore import Capability
 from scalecore.errors import ConfigError, MissingDriverError
 

@@ -16,9 +16,9 @@ from adapters.bus.inprocess import InProcessBus
 from adapters.cache.memory import MemoryCache
 from adapters.ledger.sql import SqlJobLedger
 from adapters.sessions.sql import SqlSessionStore
-from entrypoints.config import load_settings
 from entrypoints.container import create_container
 from entrypoints.library import open_deployment
+from entrypoints.photofeed.config import load_settings
 from scalecore import Capability
 from scalecore.cron import CronJob
 from scalecore.errors import ConfigError

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from test_web_support import Web, png_bytes
 
-from entrypoints.config import load_settings
 from entrypoints.logs import configure_logging
+from entrypoints.photofeed.config import load_settings
 from scalecore import requestid
 from scalecore.errors import ConfigError
 

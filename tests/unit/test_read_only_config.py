@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from entrypoints.cli import main
-from entrypoints.config import load_settings
+from entrypoints.photofeed.config import load_settings
 from scalecore.errors import ConfigError
 
 

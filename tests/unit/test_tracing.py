@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from test_web_support import Web, png_bytes
 
-from entrypoints.config import load_settings
+from entrypoints.photofeed.config import load_settings
 from entrypoints.tracing import configure_tracing, shutdown_tracing
 from scalecore.errors import ConfigError
 

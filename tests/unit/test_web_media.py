@@ -120,8 +120,8 @@ def test_redirects_to_a_signed_url_that_verifies(tmp_path: Path) -> None:
 
 
 def test_a_redirect_needs_a_store_with_direct_urls(tmp_path: Path) -> None:
-    from entrypoints.config import load_settings
     from entrypoints.container import create_container
+    from entrypoints.photofeed.config import load_settings
     from scalecore.errors import ConfigError
 
     config = tmp_path / "c.toml"

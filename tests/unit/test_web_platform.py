@@ -439,8 +439,8 @@ def test_two_apps_do_not_share_state(tmp_path: Path) -> None:
 
 
 def test_metrics_show_queries_and_pool_use_of_the_sql_stores(tmp_path: Path) -> None:
-    from entrypoints.config import load_settings
     from entrypoints.container import close_adapters, create_container, create_tables
+    from entrypoints.photofeed.config import load_settings
     from entrypoints.web import create_app
 
     config = tmp_path / "scalecore.toml"

@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 from test_web_pages import Forms
 from test_web_support import Web, png_bytes, session_cookie
 
-from entrypoints.config import load_settings
+from entrypoints.photofeed.config import load_settings
 from entrypoints.web import create_app
 from entrypoints.web.openapi import openapi_document
 from entrypoints.web.readonly import ALLOWED_WRITES, RETRY_AFTER

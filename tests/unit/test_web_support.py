@@ -17,8 +17,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
-from entrypoints.config import load_settings
 from entrypoints.container import Container, create_container
+from entrypoints.photofeed.config import load_settings
 from entrypoints.web import create_app
 from scalecore.clock import ManualClock
 

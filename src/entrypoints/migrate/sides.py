@@ -16,8 +16,9 @@ from typing import Any
 
 import attrs
 
-from entrypoints.config import ENV_PREFIX, Settings, load_settings
+from entrypoints.config import ENV_PREFIX, Settings
 from entrypoints.container import Container, validate_settings
+from entrypoints.photofeed.config import load_settings, repositories
 from scalecore.capabilities import Capability
 from scalecore.errors import ConfigError
 
@@ -48,7 +49,7 @@ class Side:
 
     @property
     def sql_repositories(self) -> bool:
-        return self.settings.photofeed()[0] == "sql"
+        return repositories(self.settings)[0] == "sql"
 
 
 def env_overrides(environ: Mapping[str, str] | None = None) -> list[str]:

@@ -10,22 +10,33 @@ names ``[database.stores]`` may use.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from entrypoints.config import (
-    PHOTOFEED_ADAPTERS,
-    PHOTOFEED_REPOSITORIES,
-    Application,
-    check_keys,
-)
+from entrypoints.config import Application, Settings, check_keys, load_config
 from scalecore.errors import ConfigError
 from scalecore.photofeed.settings import PhotoFeedSettings
 from scalecore.photofeed.stores import STORE_NAMES
 
-__all__ = ["APPLICATION", "validate_photofeed"]
+__all__ = [
+    "APPLICATION",
+    "PHOTOFEED_ADAPTERS",
+    "PHOTOFEED_REPOSITORIES",
+    "adapter_options",
+    "load_settings",
+    "repositories",
+    "validate_photofeed",
+]
+
+#: [photofeed] ``repositories`` values; every other key of the table is a field of
+#: :class:`scalecore.photofeed.settings.PhotoFeedSettings` (unset ones take its defaults).
+PHOTOFEED_REPOSITORIES = ("sql", "memory")
+#: [photofeed] sub-tables: options of the password hasher (argon2) and the image processor
+#: (pillow), checked against their constructors by the container.
+PHOTOFEED_ADAPTERS = ("password_hasher", "images")
 
 
 def validate_photofeed(section: Mapping[str, Any]) -> None:
@@ -62,3 +73,25 @@ APPLICATION = Application(
     validate=validate_photofeed,
     stores=STORE_NAMES,
 )
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """The reference service's settings: :func:`entrypoints.config.load_config` with the
+    ``[photofeed]`` section (:data:`APPLICATION`)."""
+    return load_config(path, environ, application=APPLICATION)
+
+
+def repositories(settings: Settings) -> tuple[str, dict[str, Any]]:
+    """Return (repositories backend, the service settings given in ``[photofeed]``)."""
+    section = dict(settings.data["photofeed"])
+    for name in PHOTOFEED_ADAPTERS:
+        section.pop(name, None)
+    return section.pop("repositories"), section
+
+
+def adapter_options(settings: Settings, name: str) -> dict[str, Any]:
+    """Constructor options of ``[photofeed.<name>]`` (``password_hasher``, ``images``)."""
+    return dict(settings.data["photofeed"].get(name, {}))

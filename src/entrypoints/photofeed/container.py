@@ -18,6 +18,7 @@ import attrs
 from dependency_injector import providers
 
 from entrypoints.config import Settings
+from entrypoints.photofeed.config import adapter_options, repositories
 from entrypoints.wiring.build import construct, rekey
 from entrypoints.wiring.core import CoreContainer, port_checks
 from entrypoints.wiring.databases import build_databases, pool_rows
@@ -67,7 +68,7 @@ def app_adapter(target: str) -> type:
 def _photofeed_settings(settings: Settings) -> Any:
     from scalecore.photofeed.settings import PhotoFeedSettings
 
-    _, options = settings.photofeed()
+    _, options = repositories(settings)
     try:
         return PhotoFeedSettings.from_mapping(options)
     except ConfigError as exc:
@@ -78,13 +79,13 @@ def _database_stats(settings: Settings, databases: Callable[[], Any]) -> list[tu
     """(store, shard, role, queries, connections in use, pool size) of every database
     engine of the service's SQL stores; none when its repositories are in memory (the
     databases are then never built)."""
-    if settings.photofeed()[0] != "sql":
+    if repositories(settings)[0] != "sql":
         return []
     return pool_rows(databases())
 
 
 def _build_repositories(settings: Settings, databases: Callable[[], Any]) -> PhotoFeedRepositories:
-    backend, _ = settings.photofeed()
+    backend, _ = repositories(settings)
     if backend == "memory":
         from adapters.photofeed.feed.memory import MemoryFeedRepository
         from adapters.photofeed.follows.memory import MemoryFollowRepository
@@ -121,7 +122,7 @@ def build_app_adapter(name: str, spec: tuple[str, str], settings: Settings) -> A
     what, target = spec
     where = f"photofeed.{name}"
     adapter = app_adapter(target)
-    options = settings.photofeed_adapter(name)
+    options = adapter_options(settings, name)
     check_options(where, what, adapter, options)
     return construct(where, adapter, options)
 

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from entrypoints.config import Settings
+from entrypoints.photofeed.config import adapter_options, repositories
 from entrypoints.photofeed.container import (
     HASHER,
     IMAGES,
@@ -56,12 +57,12 @@ def service_needs(settings: Settings) -> dict[str, list[Capability]]:
 def _check_app_adapters(settings: Settings) -> None:
     for name, (what, target) in (("password_hasher", HASHER), ("images", IMAGES)):
         _validation.check_options(
-            f"photofeed.{name}", what, app_adapter(target), settings.photofeed_adapter(name)
+            f"photofeed.{name}", what, app_adapter(target), adapter_options(settings, name)
         )
 
 
 def _photofeed_puppies(settings: Settings) -> list[str]:
-    if settings.photofeed()[0] == "memory":
+    if repositories(settings)[0] == "memory":
         return ["photofeed.repositories = 'memory' keeps users, photos and feeds on one server"]
     return []
 
@@ -121,7 +122,7 @@ def create_tables(container: Container) -> list[str]:
     """Create the missing tables of every SQL-backed port and, for SQL repositories, of
     the photo feed's stores on every shard. Idempotent; returns what was created."""
     created = port_schemas(container)
-    backend, _ = container.settings().photofeed()
+    backend, _ = repositories(container.settings())
     if backend == "sql":
         databases = container.databases()
         databases.create_schema()
