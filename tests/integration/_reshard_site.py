@@ -353,3 +353,30 @@ def journal(control: sa.Engine) -> Counter[str]:
 def progressed(control: sa.Engine) -> int:
     phases = journal(control)
     return sum(phases.values()) - phases["planned"]
+
+
+def kill_midway(
+    args: list[str], *, env: dict[str, str], control: sa.Engine, until: int, log: Path
+) -> Counter[str]:
+    """Run ``scalecore db reshard ARGS --yes``, SIGKILL it once ``until`` logical shards
+    progressed past ``planned`` (within two minutes), and return the journal it left."""
+    with log.open("wb") as handle:
+        mover = subprocess.Popen(
+            command("db", "reshard", *args, "--yes"),
+            env=env,
+            cwd=ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while progressed(control) < until:
+            assert mover.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the reshard made no progress"
+            time.sleep(0.05)
+        mover.send_signal(signal.SIGKILL)
+    finally:
+        if mover.poll() is None:
+            mover.kill()
+        mover.wait(10)
+    return journal(control)

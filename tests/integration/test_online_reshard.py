@@ -10,8 +10,6 @@ moved each way.
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -21,15 +19,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from _reshard_site import (
-    ROOT,
     Client,
     Load,
     Site,
-    command,
     environment,
     journal,
+    kill_midway,
     moved_count,
-    progressed,
     run,
     write_config,
 )
@@ -84,24 +80,14 @@ def test_reshard_3_to_4_killed_and_resumed_then_back_to_3_under_load(
         assert plan.returncode == 0, plan.stderr
         moved = moved_count(plan.stdout)
         assert abs(moved / LOGICAL_SHARDS - 1 / 4) <= 0.1 * (1 / 4), plan.stdout
-        log = tmp_path / "reshard.log"
-        with log.open("wb") as handle:
-            mover = subprocess.Popen(
-                command("db", "reshard", "--config", str(four), "--from", str(three), "--yes"),
-                env=env,
-                cwd=ROOT,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 120
-        while progressed(engines[0]) < moved // 4:
-            assert mover.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the reshard made no progress"
-            time.sleep(0.05)
-        mark("killing the reshard")
-        mover.send_signal(signal.SIGKILL)
-        mover.wait(10)
-        interrupted = journal(engines[0])
+        interrupted = kill_midway(
+            ["--config", str(four), "--from", str(three)],
+            env=env,
+            control=engines[0],
+            until=moved // 4,
+            log=tmp_path / "reshard.log",
+        )
+        mark("killed the reshard")
         assert 0 < interrupted["planned"] < moved, interrupted
         status = run("db", "reshard", "--config", str(four), "--status", env=env)
         assert "running" in status.stdout, status.stdout + status.stderr

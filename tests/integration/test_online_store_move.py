@@ -10,8 +10,6 @@ database and are never restarted: they follow the store's live layout.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -20,15 +18,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from _reshard_site import (
-    ROOT,
     Client,
     Load,
     Site,
-    command,
     environment,
     journal,
+    kill_midway,
     moved_count,
-    progressed,
     run,
     write_config,
 )
@@ -99,24 +95,14 @@ def test_feed_moves_onto_its_own_database_killed_and_resumed_under_load(
         assert plan.returncode == 0, plan.stderr
         assert "feed (feed): 4096 of 4096 logical shards move" in plan.stdout, plan.stdout
         assert moved_count(plan.stdout.split("default (")[1]) == 0  # the rest stays
-        log = tmp_path / "reshard.log"
-        with log.open("wb") as handle:
-            mover = subprocess.Popen(
-                command("db", "reshard", "--config", str(split), "--from", str(shared), "--yes"),
-                env=env,
-                cwd=ROOT,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 120
-        while progressed(engines[0]) < LOGICAL_SHARDS // 4:
-            assert mover.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the reshard made no progress"
-            time.sleep(0.05)
-        mark("killing the reshard")
-        mover.send_signal(signal.SIGKILL)
-        mover.wait(10)
-        interrupted = journal(engines[0])
+        interrupted = kill_midway(
+            ["--config", str(split), "--from", str(shared)],
+            env=env,
+            control=engines[0],
+            until=LOGICAL_SHARDS // 4,
+            log=tmp_path / "reshard.log",
+        )
+        mark("killed the reshard")
         assert 0 < interrupted["planned"] < LOGICAL_SHARDS, interrupted
 
         resumed = run("db", "reshard", "--config", str(split), "--yes", env=env)
