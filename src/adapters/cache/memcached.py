@@ -110,20 +110,8 @@ class MemcachedCache(Cache):
     # cache needs.
 
     def get(self, key: str) -> JSONValue | NoValue:
-        slot = self._slot(key)
-        try:
-            stored = self._cluster.call(
-                self._cluster.server_for(slot), lambda client: client.get(slot)
-            )
-        except BackendUnavailable:
-            self.stats.add(misses=1, errors=1)
-            return NO_VALUE
-        value = NO_VALUE if stored is None else _decode(stored)
-        if value is NO_VALUE:
-            self.stats.add(misses=1)
-        else:
-            self.stats.add(hits=1)
-        return value
+        hit = self._fetch(key)
+        return NO_VALUE if hit is None else hit[1]
 
     def get_many(self, keys: Iterable[str]) -> dict[str, JSONValue]:
         slots = {key: self._slot(key) for key in keys}
@@ -241,20 +229,8 @@ class MemcachedCache(Cache):
 
     def lookup(self, key: str) -> tuple[JSONValue, float | None] | None:
         """Like :meth:`get`, with the entry's expiry (Unix time, None if none): or None."""
-        slot = self._slot(key)
-        try:
-            stored = self._cluster.call(
-                self._cluster.server_for(slot), lambda client: client.get(slot)
-            )
-        except BackendUnavailable:
-            self.stats.add(misses=1, errors=1)
-            return None
-        value = NO_VALUE if stored is None else _decode(stored)
-        if value is NO_VALUE:
-            self.stats.add(misses=1)
-            return None
-        self.stats.add(hits=1)
-        return value, _expires_at(stored)
+        hit = self._fetch(key)
+        return None if hit is None else (hit[1], _expires_at(hit[0]))
 
     def lookup_many(self, keys: Iterable[str]) -> dict[str, tuple[JSONValue, float | None]]:
         """Like :meth:`get_many`, with each hit's expiry (Unix time, None if none)."""
@@ -276,6 +252,23 @@ class MemcachedCache(Cache):
         if type(key) is str:
             return _normalised(key, self.namespace)
         return normalise_cache_key(key, namespace=self.namespace)  # raises, or a str subclass
+
+    def _fetch(self, key: str) -> tuple[Stored, JSONValue] | None:
+        """The item of ``key`` and its value, or None on a miss; counted in ``stats``."""
+        slot = self._slot(key)
+        try:
+            stored = self._cluster.call(
+                self._cluster.server_for(slot), lambda client: client.get(slot)
+            )
+        except BackendUnavailable:
+            self.stats.add(misses=1, errors=1)
+            return None
+        value = NO_VALUE if stored is None else _decode(stored)
+        if stored is None or value is NO_VALUE:
+            self.stats.add(misses=1)
+            return None
+        self.stats.add(hits=1)
+        return stored, value
 
     def _fetch_many(self, slots: Iterable[str]) -> tuple[dict[str, Stored], int]:
         """The items found for ``slots`` (one request per server) and how many failed."""

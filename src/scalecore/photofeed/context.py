@@ -132,6 +132,10 @@ class ServiceContext:
         self._stamp_lock = threading.Lock()
         self._last_stamp = 0.0
         self._dummy_hash: str | None = None
+        self._compose()
+
+    def _compose(self) -> None:
+        """Build what a subclass keeps beside the context; called last by ``__init__``."""
 
     def get_user(self, user_id: str) -> User:
         """Return the user; ``NotFound`` if there is none (or the id is malformed)."""

@@ -39,8 +39,6 @@ from __future__ import annotations
 
 from typing import IO
 
-from scalecore.clock import Clock
-from scalecore.ids import IdGenerator
 from scalecore.photofeed.accounts import Accounts
 from scalecore.photofeed.context import (
     MAX_PASSWORD_LENGTH,
@@ -52,22 +50,9 @@ from scalecore.photofeed.events import TOPOLOGY
 from scalecore.photofeed.following import FollowGraph
 from scalecore.photofeed.maintenance import Maintenance
 from scalecore.photofeed.models import FeedPage, Photo, Profile, User, UserPage
-from scalecore.photofeed.ports import (
-    FeedRepository,
-    FollowRepository,
-    ImageProcessor,
-    OutboxRepository,
-    PasswordHasher,
-    PhotoRepository,
-    UserRepository,
-)
 from scalecore.photofeed.profiles import ProfilePages
-from scalecore.photofeed.settings import PhotoFeedSettings
 from scalecore.photofeed.timelines import Timelines
 from scalecore.photofeed.uploads import Uploads, size_text, too_large_message
-from scalecore.ports.blobstore import BlobStore
-from scalecore.ports.bus import Bus
-from scalecore.ports.cache import Cache
 from scalecore.types import JSONValue
 
 __all__ = [
@@ -92,38 +77,14 @@ class PhotoFeed(ServiceContext):
     ``follow_graph``, ``uploads``, ``timelines``, ``profile_pages`` and ``maintenance``.
     """
 
-    def __init__(
-        self,
-        *,
-        users: UserRepository,
-        photos: PhotoRepository,
-        outbox: OutboxRepository,
-        follows: FollowRepository,
-        feed: FeedRepository,
-        blobs: BlobStore,
-        cache: Cache,
-        bus: Bus,
-        hasher: PasswordHasher,
-        images: ImageProcessor,
-        clock: Clock | None = None,
-        settings: PhotoFeedSettings | None = None,
-        ids: IdGenerator | None = None,
-    ) -> None:
-        super().__init__(
-            users=users,
-            photos=photos,
-            outbox=outbox,
-            follows=follows,
-            feed=feed,
-            blobs=blobs,
-            cache=cache,
-            bus=bus,
-            hasher=hasher,
-            images=images,
-            clock=clock,
-            settings=settings,
-            ids=ids,
-        )
+    accounts: Accounts
+    follow_graph: FollowGraph
+    uploads: Uploads
+    timelines: Timelines
+    profile_pages: ProfilePages
+    maintenance: Maintenance
+
+    def _compose(self) -> None:
         self.accounts = Accounts(self)
         self.follow_graph = FollowGraph(self)
         self.uploads = Uploads(self)
