@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench._common import load_average
+
 ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTED = ROOT / "deploy" / "distributed.toml"
 
@@ -275,6 +277,20 @@ def loadtest(
         }
         (report / "report.json").write_text(json.dumps(data, indent=2) + "\n")
     return data
+
+
+def pin_cpus(pin: bool) -> tuple[set[int] | None, set[int] | None, str]:
+    """The CPUs of the site and of the load generator (None: any) and a line saying so,
+    printed with the load average; unpinned when ``pin`` is false or the box cannot split."""
+    split = split_cpus() if pin else None
+    site_cpus, load_cpus = split if split else (None, None)
+    where = (
+        f"site on CPU {sorted(site_cpus)}, load generator on CPU {sorted(load_cpus)}"
+        if site_cpus and load_cpus
+        else "site and load generator on any core"
+    )
+    print(f"{where}; {load_average()}", flush=True)
+    return site_cpus, load_cpus, where
 
 
 def scratch(prefix: str) -> Path:

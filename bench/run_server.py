@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import load_average, table
-from bench._loadrun import deployment, loadtest, scratch, split_cpus
+from bench._loadrun import deployment, loadtest, pin_cpus, scratch
 
 #: label -> (server, environment overrides)
 SERVERS: dict[str, tuple[str, dict[str, str]]] = {
@@ -44,14 +44,7 @@ def run(
     levels = tuple(levels) or ((4, 16) if quick else (1, 8, 32, 64))
     duration = "10s" if quick else "20s"
     workdir = scratch("bench-run-server-")
-    split = split_cpus() if pin else None
-    site_cpus, load_cpus = split if split else (None, None)
-    placement = (
-        f"site on CPU {sorted(site_cpus)}, load generator on CPU {sorted(load_cpus)}"
-        if site_cpus and load_cpus
-        else "site and load generator on any core"
-    )
-    print(f"{placement}; {load_average()}", flush=True)
+    site_cpus, load_cpus, placement = pin_cpus(pin)
     names = list(SERVERS)
     results: list[dict[str, Any]] = []
     turns = [(round_, users) for round_ in range(rounds) for users in levels]

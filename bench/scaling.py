@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import load_average, table
-from bench._loadrun import deployment, loadtest, scratch, split_cpus
+from bench._loadrun import deployment, loadtest, pin_cpus, scratch
 
 #: name -> (deployment kind, environment overrides, per-process cache instead of memcached)
 VARIANTS: dict[str, tuple[str, dict[str, str], bool]] = {
@@ -87,14 +87,7 @@ def run(
     workers_list = tuple(workers_only) or ((1, 2) if quick else (1, 2, 3))
     duration, users = ("10s", 10) if quick else ("25s", 24)
     workdir = scratch("bench-scaling-")
-    split = split_cpus() if pin else None
-    site_cpus, load_cpus = split if split else (None, None)
-    placement = (
-        f"site on CPU {sorted(site_cpus)}, load generator on CPU {sorted(load_cpus)}"
-        if site_cpus and load_cpus
-        else "site and load generator on any core"
-    )
-    print(f"{placement}; {load_average()}", flush=True)
+    site_cpus, load_cpus, placement = pin_cpus(pin)
     points: list[dict[str, Any]] = []
     if json_path is not None and json_path.exists() and only:
         kept = json.loads(json_path.read_text())["points"]

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 from scalecore.cron import CronJob, JobContext
 from scalecore.errors import ConfigError
-from scalecore.maintenance import maintenance_jobs
+from scalecore.maintenance import MAINTENANCE_SCHEDULES, maintenance_jobs
 from scalecore.photofeed.service import PhotoFeed
 from scalecore.ports.ledger import JobLedger
 from scalecore.ports.sessions import SessionStore
@@ -33,6 +33,9 @@ __all__ = ["DEFAULT_SCHEDULES", "cron_jobs"]
 
 logger = logging.getLogger(__name__)
 
+#: The library's maintenance jobs the photo feed runs (its outbox jobs are its own).
+_GENERIC = ("sessions.purge-expired", "ledger.purge")
+
 #: Job name -> schedule; ``cron_jobs(schedules=...)`` overrides single entries.
 DEFAULT_SCHEDULES: Mapping[str, str] = {
     "photofeed.relay-outbox": "every 1m",
@@ -40,8 +43,7 @@ DEFAULT_SCHEDULES: Mapping[str, str] = {
     "photofeed.repair-follows": "every 10m",
     "photofeed.purge-outbox": "@daily",
     "photofeed.purge-feed-tombstones": "@daily",
-    "sessions.purge-expired": "every 15m",
-    "ledger.purge": "@daily",
+    **{name: MAINTENANCE_SCHEDULES[name] for name in _GENERIC},
 }
 
 
@@ -96,7 +98,7 @@ def cron_jobs(
             lambda context: photofeed.purge_feed_tombstones(),
         ),
     ]
-    generic = {name: chosen[name] for name in ("sessions.purge-expired", "ledger.purge")}
+    generic = {name: chosen[name] for name in _GENERIC}
     jobs += maintenance_jobs(
         sessions=sessions, ledger=ledger, schedules=generic, ledger_retention=ledger_retention
     )
