@@ -12,6 +12,7 @@ from adapters.photofeed.schema import FEED, feed_table
 from adapters.sql.shards import ShardedDatabase
 from entrypoints.migrate.progress import Progress
 from entrypoints.migrate.sqlsync import (
+    Buckets,
     ShardSet,
     bucket_of,
     by_logical_shard,
@@ -20,6 +21,7 @@ from entrypoints.migrate.sqlsync import (
     mismatched,
     sync_table,
 )
+from scalecore.checksum import Digest
 from scalecore.ids import IdGenerator, make_id, shard_of
 from scalecore.routing import make_router
 
@@ -198,3 +200,48 @@ def test_plain_progress_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     with Progress("quiet", quiet.append).task("follows", 10) as task:
         task.advance(10)
     assert quiet == []
+
+
+def test_a_walk_limited_to_primary_keys_reads_and_writes_exactly_them(
+    pair: tuple[ShardedDatabase, ShardedDatabase],
+) -> None:
+    # The follow and feed tables have two key columns: the keys wanted are looked up as
+    # pairs, never as every row of each first column listed.
+    source, target = pair
+    rows = entries(200)  # 40 followers, each with several entries
+    insert(source, rows)
+    keys = sorted((r["follower_id"], r["photo_id"]) for r in rows[::9])
+    result = sync_table(feed_table, side(source, "s"), side(target, "t"), write=True, wanted=keys)
+    assert result.read == result.written == len(keys)
+    copied = sorted(row[:2] for found in all_rows(target).values() for row in found)
+    assert copied == keys
+    back = digest_table(feed_table, side(target, "t"), sharded=True, placed=True, wanted=keys)
+    assert back == result.source
+    assert back.rows() == len(keys)
+
+
+def test_buckets_hold_digests_compactly_with_the_semantics_of_a_dict() -> None:
+    expected: dict[int, Digest] = {}
+    compact = Buckets()
+    hashes = [(b * 7919 + 13) << 100 for b in range(5000)]  # sums wrap past 2**128
+    for n in range(3 * 5000):
+        bucket = (n * 37) % 5000 - 1  # -1 too (a table not sharded by id)
+        expected.setdefault(bucket, Digest()).add_hash(hashes[n % 5000])
+        compact.add_hash(bucket, hashes[n % 5000])
+    assert compact == expected  # past the switch from a dict to arrays
+    assert list(compact) == sorted(expected)
+    assert compact.rows() == 15_000
+    assert compact.rows([-1, 0]) == 6
+    assert compact[41] == expected[41]
+    assert 5000 not in compact
+    assert compact.get(10**6) is None
+    compact[41] = Digest()  # an empty digest is an absent bucket
+    assert 41 not in compact
+    assert len(compact) == 4999
+    trimmed = compact.without([0, 1], shards=[2])
+    assert set(compact) - set(trimmed) == {0, 1, *range(64, 96)}
+    assert mismatched(trimmed, compact) == {0, 1, *range(64, 96)}
+    trimmed.copy_from(compact, [0, 41])
+    assert mismatched(trimmed, compact) == {1, *range(64, 96)}
+    small = Buckets({3: Digest(2, 5)})
+    assert mismatched(small, Buckets({3: Digest(2, 5), 4: Digest()})) == set()

@@ -28,12 +28,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from adapters.sql.shards import Databases
 from scalecore.checksum import Digest
+
+if TYPE_CHECKING:
+    from entrypoints.migrate.sqlsync import Buckets
+
+#: Logical shards deleted or inserted per statement.
+_SHARDS_PER_STATEMENT = 256
 
 __all__ = [
     "BlobJournal",
@@ -110,24 +117,22 @@ def write_journal(databases: Databases, **values: str) -> None:
             )
 
 
-def load_digests(databases: Databases, table: str) -> dict[int, Digest]:
+def load_digests(databases: Databases, table: str) -> Buckets:
     """Bucket -> verified source digest recorded for ``table`` (empty if none)."""
-    from entrypoints.migrate.sqlsync import BUCKETS_PER_SHARD
+    from entrypoints.migrate.sqlsync import BUCKETS_PER_SHARD, Buckets
 
     t = digests_table
+    found = Buckets()
     with databases.store("users").read(shard=0) as connection:
         if not sa.inspect(connection).has_table(t.name):
-            return {}
+            return found
         rows = connection.execute(
             sa.select(t.c.logical_shard, t.c.buckets).where(t.c.table_name == table)
-        ).all()
-    found: dict[int, Digest] = {}
-    for row in rows:
-        for digit, (count, checksum) in json.loads(row.buckets).items():
-            bucket = -1 if row.logical_shard < 0 else row.logical_shard * BUCKETS_PER_SHARD
-            found[bucket + (int(digit) if row.logical_shard >= 0 else 0)] = Digest(
-                count, int(checksum, 16)
-            )
+        )
+        for logical, buckets in rows:
+            for digit, (count, checksum) in json.loads(buckets).items():
+                bucket = -1 if logical < 0 else logical * BUCKETS_PER_SHARD + int(digit)
+                found[bucket] = Digest(count, int(checksum, 16))
     return found
 
 
@@ -145,33 +150,59 @@ def forget_digests(databases: Databases, table: str, shards: set[int] | None) ->
         connection.execute(query)
 
 
-def save_digests(databases: Databases, table: str, digests: Mapping[int, Digest]) -> None:
+def save_digests(
+    databases: Databases,
+    table: str,
+    digests: Mapping[int, Digest],
+    shards: Iterable[int] | None = None,
+) -> None:
     """Record verified bucket digests of ``table``, replacing whole logical shards: pass
-    every bucket of each logical shard recorded."""
+    every bucket of each logical shard recorded. The logical shards replaced are those of
+    ``digests``, plus ``shards`` (a shard there without a bucket in ``digests`` is
+    recorded as empty)."""
     from entrypoints.migrate.sqlsync import BUCKETS_PER_SHARD, logical_of
 
-    grouped: dict[int, dict[str, list[object]]] = {}
-    for bucket, digest in digests.items():
-        if digest.count == 0:
-            continue
-        digit = 0 if bucket < 0 else bucket % BUCKETS_PER_SHARD
-        grouped.setdefault(logical_of(bucket), {})[str(digit)] = [digest.count, digest.hexdigest]
+    covered = {logical_of(bucket) for bucket in digests}
+    if shards is not None:
+        covered.update(shards)
     t = digests_table
     with databases.store("users").unit_of_work(shard=0) as connection:
         _METADATA.create_all(connection, checkfirst=True)
-        covered = sorted({logical_of(bucket) for bucket in digests})
-        if covered:
+        ordered = sorted(covered)
+        for start in range(0, len(ordered), _SHARDS_PER_STATEMENT):
             connection.execute(
-                t.delete().where(t.c.table_name == table, t.c.logical_shard.in_(covered))
+                t.delete().where(
+                    t.c.table_name == table,
+                    t.c.logical_shard.in_(ordered[start : start + _SHARDS_PER_STATEMENT]),
+                )
             )
-        if grouped:
-            connection.execute(
-                t.insert(),
-                [
-                    {"table_name": table, "logical_shard": logical, "buckets": json.dumps(b)}
-                    for logical, b in grouped.items()
-                ],
-            )
+        # Written a few hundred logical shards at a time (a table has up to 4,096).
+        rows: list[dict[str, object]] = []
+        grouped: dict[int, dict[str, list[object]]] = {}
+        for bucket in sorted(digests):
+            digest = digests[bucket]
+            if digest.count == 0:
+                continue
+            logical = logical_of(bucket)
+            if logical not in grouped and len(grouped) >= _SHARDS_PER_STATEMENT:
+                rows.extend(_digest_rows(table, grouped))
+                connection.execute(t.insert(), rows)
+                rows.clear()
+                grouped.clear()
+            digit = 0 if bucket < 0 else bucket % BUCKETS_PER_SHARD
+            grouped.setdefault(logical, {})[str(digit)] = [digest.count, digest.hexdigest]
+        rows.extend(_digest_rows(table, grouped))
+        if rows:
+            connection.execute(t.insert(), rows)
+
+
+def _digest_rows(
+    table: str, grouped: dict[int, dict[str, list[object]]]
+) -> list[dict[str, object]]:
+    return [
+        {"table_name": table, "logical_shard": logical, "buckets": json.dumps(buckets)}
+        for logical, buckets in grouped.items()
+    ]
 
 
 class BlobJournal:

@@ -39,6 +39,7 @@ from entrypoints.migrate.sessions import SessionResult, sync_sessions
 from entrypoints.migrate.sides import Side, fingerprint, load_side, overlap
 from entrypoints.migrate.sqlsync import (
     PAGE_ROWS,
+    Buckets,
     ShardSet,
     bucket_of,
     by_logical_shard,
@@ -370,8 +371,8 @@ def _copy_table(
     """
     sharded = target.place is not None
     only: set[int] | None = None
-    recorded = journal.load_digests(records, table.name) if records is not None else {}
-    verified: dict[int, Digest] = {}  # bucket -> source digest verified in the target
+    recorded = journal.load_digests(records, table.name) if records is not None else Buckets()
+    verified = Buckets()  # bucket -> source digest verified in the target
     log = _open_change_log(table, source, records, progress) if sharded else None
     tracked = journal.load_tracking(records, table.name) if log is not None and records else None
     trusted = log is not None and tracked is not None and tracked[0] == log.installs
@@ -390,13 +391,14 @@ def _copy_table(
                 )
             return
         only = log.buckets | tracked[1]
-        verified = {k: v for k, v in recorded.items() if k not in only}
+        verified = recorded.without(only)
     elif recorded and not full:
         current = digest_table(table, source, sharded=sharded, progress=advance)
         only = mismatched(current, recorded)
-        verified = {k: v for k, v in current.items() if k not in only}
+        verified = current.without(only)
+        del current
     if only is not None:
-        unchanged = sum(d.count for d in verified.values())
+        unchanged = verified.rows()
         row.read += unchanged
         row.verified += unchanged
         if not only:
@@ -422,22 +424,21 @@ def _copy_table(
         row.written += result.written + result.deleted
         # The target as read back: buckets the walk found equal were read by the walk;
         # the ones it wrote are read again now, independently of the copy.
-        landed = {k: v for k, v in result.target.items() if k not in result.dirty}
+        landed = result.target.without(result.dirty)
         if result.dirty:
             everything = only is None and len(result.dirty) * 2 > len(result.source)
             check = None if everything else result.dirty
             back = digest_table(table, target, sharded=sharded, only=check, placed=True)
-            landed.update(back if check is None else {k: back[k] for k in back if k in check})
+            landed.copy_from(back, back if check is None else check)
+            del back
         scope = set(result.source) | set(landed)
-        bad = mismatched(
-            {k: result.source[k] for k in scope if k in result.source},
-            {k: landed[k] for k in scope if k in landed},
-        )
+        bad = mismatched(result.source, landed)
         good = scope - bad
-        row.verified += sum(landed[k].count for k in good if k in landed)
-        verified.update({k: result.source.get(k, Digest()) for k in good})
+        row.verified += landed.rows(good)
+        verified.copy_from(result.source, good)
         if only is not None:  # walked and empty on both sides now
-            verified.update({k: Digest() for k in only - scope})
+            verified.copy_from(result.source, only - scope)
+        del landed, scope, good, result
         if not bad:
             break
         progress.say(
@@ -447,11 +448,7 @@ def _copy_table(
         only = bad
     if records is not None:
         dirty_shards = {logical_of(k) for k in bad}
-        journal.save_digests(
-            records,
-            table.name,
-            {k: v for k, v in verified.items() if logical_of(k) not in dirty_shards},
-        )
+        journal.save_digests(records, table.name, verified.without(shards=dirty_shards))
     _close_change_log(table, source, records, log, bad)
     if bad:
         row.status = "DIFFERS"
@@ -468,7 +465,7 @@ def _copy_keys(
     row: ReportRow,
     progress: Progress,
     records: Databases,
-    recorded: dict[int, Digest],
+    recorded: Buckets,
     keys: list[tuple[Any, ...]],
 ) -> set[int]:
     """Copy the rows of ``keys`` (sorted), a batch at a time, read each batch back from
@@ -505,8 +502,7 @@ def _copy_keys(
             )
             todo = [key for key in todo if bucket_of(key, True) in differ]
         for bucket in set(before) | set(after):
-            old = recorded.get(bucket, Digest())
-            digest = Digest(old.count, old.total)
+            digest = recorded.get(bucket, Digest())
             digest.remove(before.get(bucket, Digest()))
             digest.merge(after.get(bucket, Digest()))
             recorded[bucket] = digest
@@ -514,19 +510,17 @@ def _copy_keys(
     # A record that goes negative was not the target's (changed behind migrate's back):
     # forget it, like a bucket that still differs; a run without a log walks it again.
     unknown = {logical_of(k) for k in bad} | {
-        logical_of(k) for k, d in recorded.items() if d.count < 0 and logical_of(k) in touched
+        logical_of(k) for k in recorded if logical_of(k) in touched and recorded.rows((k,)) < 0
     }
     journal.forget_digests(records, table.name, unknown)
+    kept = touched - unknown
     journal.save_digests(
         records,
         table.name,
-        {
-            k: d
-            for k, d in recorded.items()
-            if logical_of(k) in touched and logical_of(k) not in unknown
-        },
+        {k: recorded[k] for k in recorded if logical_of(k) in kept},
+        shards=kept,
     )
-    total = sum(d.count for k, d in recorded.items() if logical_of(k) not in unknown)
+    total = recorded.rows() - recorded.rows(k for k in recorded if logical_of(k) in unknown)
     row.read += total
     row.verified += total
     return bad
@@ -575,9 +569,9 @@ def _verify_table(
 ) -> None:
     source_buckets = digest_table(table, source, sharded=sharded, progress=advance)
     target_buckets = digest_table(table, target, sharded=sharded, placed=True)
-    row.read += sum(d.count for d in source_buckets.values())
+    row.read += source_buckets.rows()
     bad_buckets = mismatched(source_buckets, target_buckets)
-    row.verified += sum(d.count for k, d in target_buckets.items() if k not in bad_buckets)
+    row.verified += target_buckets.rows() - target_buckets.rows(bad_buckets)
     if not bad_buckets:
         return
     source_sums = by_logical_shard(source_buckets)

@@ -33,8 +33,9 @@ import heapq
 import math
 import operator
 import time
+from array import array
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import attrs
@@ -42,10 +43,11 @@ import sqlalchemy as sa
 
 from scalecore.checksum import Digest, encode_row, row_hash
 from scalecore.errors import ScalecoreError
-from scalecore.ids import ID_LENGTH, shard_of
+from scalecore.ids import ID_LENGTH, LOGICAL_SHARDS, shard_of
 
 __all__ = [
     "PAGE_ROWS",
+    "Buckets",
     "Difference",
     "ShardSet",
     "SyncResult",
@@ -94,6 +96,152 @@ def bucket_of(key: tuple[Any, ...], sharded: bool) -> int:
     last = key[-1]
     digit = _DIGIT.get(last[-1], 0) if isinstance(last, str) and last else 0
     return logical_shard(key[0]) * BUCKETS_PER_SHARD + digit
+
+
+_MODULUS = 1 << 128  # as scalecore.checksum's sums
+_SLOTS = LOGICAL_SHARDS * BUCKETS_PER_SHARD + 1  # slot 0: bucket -1
+_LOW = (1 << 64) - 1
+#: Buckets a :class:`Buckets` keeps in a dict before it switches to flat arrays.
+_SPARSE_MAX = 2048
+
+
+class Buckets(MutableMapping[int, Digest]):
+    """Count and checksum per bucket (:func:`bucket_of`), held compactly: a small dict
+    while few buckets are set, then three flat arrays indexed by bucket (3 MiB whatever
+    the number of rows, where a Python object per bucket of a whole table took tens of
+    MiB). A bucket with no rows and a zero checksum is absent: reading it gives
+    ``KeyError`` (``get`` gives the default), setting it to ``Digest()`` removes it.
+    Values read are fresh :class:`Digest` objects: change a bucket through this mapping
+    (``add_hash``, ``merge``, item assignment), not through a value read from it."""
+
+    __slots__ = ("_counts", "_high", "_low", "_sparse")
+
+    def __init__(self, items: Mapping[int, Digest] | None = None) -> None:
+        self._sparse: dict[int, tuple[int, int]] | None = {}
+        self._counts = array("q")
+        self._low = array("Q")
+        self._high = array("Q")
+        if items:
+            self.update(items)
+
+    def _dense(self) -> None:
+        sparse = self._sparse
+        if sparse is None:
+            return
+        self._counts = array("q", bytes(8 * _SLOTS))
+        self._low = array("Q", bytes(8 * _SLOTS))
+        self._high = array("Q", bytes(8 * _SLOTS))
+        self._sparse = None
+        for bucket, (count, total) in sparse.items():
+            self._put(bucket, count, total)
+
+    def _put(self, bucket: int, count: int, total: int) -> None:
+        total %= _MODULUS
+        if self._sparse is not None:
+            if count or total:
+                self._sparse[bucket] = (count, total)
+                if len(self._sparse) > _SPARSE_MAX:
+                    self._dense()
+            else:
+                self._sparse.pop(bucket, None)
+            return
+        slot = bucket + 1
+        self._counts[slot] = count
+        self._low[slot] = total & _LOW
+        self._high[slot] = total >> 64
+
+    def _pair(self, bucket: int) -> tuple[int, int]:
+        if self._sparse is not None:
+            return self._sparse.get(bucket, (0, 0))
+        slot = bucket + 1
+        if not 0 <= slot < _SLOTS:
+            return 0, 0
+        return self._counts[slot], (self._high[slot] << 64) | self._low[slot]
+
+    def add_hash(self, bucket: int, value: int) -> None:
+        """Account for one row of ``bucket`` given by its row hash."""
+        count, total = self._pair(bucket)
+        self._put(bucket, count + 1, total + value)
+
+    def merge(self, bucket: int, digest: Digest) -> None:
+        """Add ``digest``'s rows to ``bucket``."""
+        count, total = self._pair(bucket)
+        self._put(bucket, count + digest.count, total + digest.total)
+
+    def rows(self, buckets: Iterable[int] | None = None) -> int:
+        """Rows counted in every bucket (or in ``buckets``)."""
+        if buckets is None:
+            if self._sparse is not None:
+                return sum(count for count, _ in self._sparse.values())
+            return sum(self._counts)
+        return sum(self._pair(bucket)[0] for bucket in buckets)
+
+    def without(self, buckets: Iterable[int] = (), shards: Iterable[int] = ()) -> Buckets:
+        """A copy without ``buckets`` and without every bucket of the logical ``shards``."""
+        copy = Buckets()
+        if self._sparse is not None:
+            copy._sparse = dict(self._sparse)
+        else:
+            copy._sparse = None
+            copy._counts, copy._low, copy._high = (
+                array("q", self._counts),
+                array("Q", self._low),
+                array("Q", self._high),
+            )
+        for bucket in buckets:
+            copy._put(bucket, 0, 0)
+        for shard in shards:
+            first = shard * BUCKETS_PER_SHARD if shard >= 0 else -1
+            for bucket in range(first, first + (BUCKETS_PER_SHARD if shard >= 0 else 1)):
+                copy._put(bucket, 0, 0)
+        return copy
+
+    def copy_from(self, other: Buckets, buckets: Iterable[int]) -> None:
+        """Set ``buckets`` as ``other`` holds them (absent there: absent here)."""
+        for bucket in buckets:
+            self._put(bucket, *other._pair(bucket))
+
+    def __getitem__(self, bucket: int) -> Digest:
+        count, total = self._pair(bucket)
+        if not count and not total:
+            raise KeyError(bucket)
+        return Digest(count, total)
+
+    def __setitem__(self, bucket: int, digest: Digest) -> None:
+        self._put(bucket, digest.count, digest.total)
+
+    def __delitem__(self, bucket: int) -> None:
+        if bucket not in self:
+            raise KeyError(bucket)
+        self._put(bucket, 0, 0)
+
+    def __contains__(self, bucket: object) -> bool:
+        if not isinstance(bucket, int):
+            return False
+        count, total = self._pair(bucket)
+        return bool(count or total)
+
+    def __iter__(self) -> Iterator[int]:
+        """The buckets set, in bucket order."""
+        if self._sparse is not None:
+            return iter(sorted(self._sparse))
+        slots = zip(self._counts, self._low, self._high, strict=True)
+        return (slot - 1 for slot, (count, low, high) in enumerate(slots) if count or low or high)
+
+    def __len__(self) -> int:
+        if self._sparse is not None:
+            return len(self._sparse)
+        return sum(1 for _ in self)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return dict(self.items()) == dict(other.items())
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Buckets({len(self)} set, {self.rows():,} rows)"
 
 
 def logical_of(bucket: int) -> int:
@@ -151,8 +299,8 @@ class SyncResult:
     read: int = 0
     written: int = 0
     deleted: int = 0
-    source: dict[int, Digest] = attrs.Factory(lambda: defaultdict(Digest))
-    target: dict[int, Digest] = attrs.Factory(lambda: defaultdict(Digest))
+    source: Buckets = attrs.Factory(Buckets)
+    target: Buckets = attrs.Factory(Buckets)
     dirty: set[int] = attrs.Factory(set)
     differences: list[Difference] = attrs.Factory(list)
     #: How many rows differ (``differences`` keeps only the first few).
@@ -222,16 +370,9 @@ def _scan(
     if wanted is not None:
         if not wanted:
             return
-        # One IN list per key column (a superset of the pairs, filtered here): both
-        # databases answer it from the primary key index, which a list of row values
-        # does not get on either.
-        conditions = [
-            column.in_(sorted({key[position] for key in wanted}))
-            for position, column in enumerate(keys)
-        ]
         exact = set(wanted)
         with side.read(index) as connection:
-            found = connection.execute(sa.select(*table.columns).where(*conditions)).all()
+            found = connection.execute(_lookup_query(table, keys, exact)).all()
         for raw in sorted((normalise(r) for r in found), key=pick):
             key = (pick(raw),) if single else pick(raw)
             if key in exact:
@@ -256,6 +397,42 @@ def _scan(
             yield key, row, index
         if len(rows) < PAGE_ROWS:
             return
+
+
+def _lookup_query(
+    table: sa.Table, keys: list[sa.Column[Any]], wanted: set[tuple[Any, ...]]
+) -> sa.Select[Any]:
+    """The rows of ``table`` whose primary keys are in ``wanted`` (or a superset of them).
+
+    One key column: an ``IN`` list. Several text key columns (the follow and feed
+    tables): a join with the keys as a ``VALUES`` list, which both databases answer with
+    one primary-key index probe per key. (A list of row values is not answered from the
+    index on either database, and one ``IN`` list per column matches every row of each
+    listed first column: tens of rows read per row wanted.)
+    """
+    if len(keys) == 1:
+        return sa.select(*table.columns).where(keys[0].in_(sorted(key[0] for key in wanted)))
+    if not all(isinstance(column.type, sa.String) for column in keys):
+        return sa.select(*table.columns).where(
+            *(
+                column.in_(sorted({key[position] for key in wanted}))
+                for position, column in enumerate(keys)
+            )
+        )
+    names = [f"k{position}" for position in range(len(keys))]
+    listed = (
+        sa.values(*(sa.column(name, sa.String) for name in names), name="wanted_keys")
+        .data(sorted(wanted))
+        .cte("wanted_keys")
+    )
+    return (
+        sa.select(*table.columns)
+        .select_from(listed)
+        .join(
+            table,
+            sa.and_(*(column == listed.c[name] for column, name in zip(keys, names, strict=True))),
+        )
+    )
 
 
 def _page_query(
@@ -428,7 +605,7 @@ def sync_table(
             logical, index = home(key)
             source_hash, size = _hash(row)
             result.bytes += size
-            result.source[bucket_of(key, sharded)].add_hash(source_hash)
+            result.source.add_hash(bucket_of(key, sharded), source_hash)
             note("missing", logical, key)
             if writer is not None:
                 writer.upsert(index, row)
@@ -438,7 +615,7 @@ def sync_table(
         elif src is None or tgt[0] < src[0]:
             key, row, where = tgt
             logical, _ = home(key)
-            result.target[bucket_of(key, sharded)].add_hash(row_hash(row))
+            result.target.add_hash(bucket_of(key, sharded), row_hash(row))
             note("extra", logical, key)
             if writer is not None:
                 writer.delete(where, key)
@@ -448,17 +625,17 @@ def sync_table(
             logical, index = home(key)
             source_hash, size = _hash(row)
             result.bytes += size
-            result.source[bucket_of(key, sharded)].add_hash(source_hash)
+            result.source.add_hash(bucket_of(key, sharded), source_hash)
             # Every copy of this key in the target: one on the right shard, equal, is kept.
             kept = False
             while tgt is not None and tgt[0] == key:
                 _, target_row, where = tgt
                 target_hash = source_hash if target_row == row else row_hash(target_row)
                 if where == index and target_row == row and not kept:
-                    result.target[bucket_of(key, sharded)].add_hash(target_hash)
+                    result.target.add_hash(bucket_of(key, sharded), target_hash)
                     kept = True
                 else:
-                    result.target[bucket_of(key, sharded)].add_hash(target_hash)
+                    result.target.add_hash(bucket_of(key, sharded), target_hash)
                     note("misplaced" if where != index else "differs", logical, key)
                     if writer is not None and where != index:
                         writer.delete(where, key)
@@ -501,7 +678,7 @@ def digest_table(
     progress: Callable[[int], None] | None = None,
     placed: bool = False,
     wanted: Sequence[tuple[Any, ...]] | None = None,
-) -> dict[int, Digest]:
+) -> Buckets:
     """Count and checksum every row of ``table`` on ``side`` per bucket (:func:`bucket_of`;
     just the buckets in ``only``, if given); -1 collects a table not sharded by id.
 
@@ -509,7 +686,7 @@ def digest_table(
     not map to is hashed as a different row: the application would never find it there,
     so it must not pass for a copy.
     """
-    digests: dict[int, Digest] = defaultdict(Digest)
+    digests = Buckets()
     pending = 0
     for index in range(side.count):
         for key, row, _ in _scan(side, table, index, only, sharded, wanted):
@@ -521,9 +698,9 @@ def digest_table(
                 and side.place(logical_of(bucket)) != index
             )
             if misplaced:
-                digests[bucket].add_hash(row_hash(("misplaced on shard", index, *row)))
+                digests.add_hash(bucket, row_hash(("misplaced on shard", index, *row)))
                 continue
-            digests[bucket].add_hash(_row_hash(row))
+            digests.add_hash(bucket, _row_hash(row))
             pending += 1
             if progress is not None and pending >= PAGE_ROWS:
                 progress(pending)
@@ -547,7 +724,7 @@ def count_rows(table: sa.Table, side: ShardSet) -> list[int]:
     return counts
 
 
-def by_logical_shard(digests: dict[int, Digest]) -> dict[int, Digest]:
+def by_logical_shard(digests: Mapping[int, Digest]) -> dict[int, Digest]:
     """Bucket digests merged per logical shard (-1 stays -1)."""
     merged: dict[int, Digest] = defaultdict(Digest)
     for bucket, digest in digests.items():
@@ -555,12 +732,20 @@ def by_logical_shard(digests: dict[int, Digest]) -> dict[int, Digest]:
     return dict(merged)
 
 
-def mismatched(source: dict[int, Digest], target: dict[int, Digest]) -> set[int]:
-    """Keys (buckets or logical shards) whose digests differ between the sides."""
+def mismatched(source: Mapping[int, Digest], target: Mapping[int, Digest]) -> set[int]:
+    """Keys (buckets or logical shards) whose digests differ between the sides (an absent
+    key and an empty digest are equal)."""
+    if isinstance(source, Buckets) and isinstance(target, Buckets):
+        return {
+            bucket
+            for bucket in set(source) | set(target)
+            if source._pair(bucket) != target._pair(bucket)
+        }
+    empty = Digest()
     return {
         logical
         for logical in set(source) | set(target)
-        if source.get(logical, Digest()) != target.get(logical, Digest())
+        if source.get(logical, empty) != target.get(logical, empty)
     }
 
 
