@@ -32,6 +32,7 @@ import hashlib
 import heapq
 import math
 import operator
+import re
 import time
 from array import array
 from collections import defaultdict
@@ -372,7 +373,7 @@ def _scan(
             return
         exact = set(wanted)
         with side.read(index) as connection:
-            found = connection.execute(_lookup_query(table, keys, exact)).all()
+            found = _lookup(connection, table, keys, exact)
         for raw in sorted((normalise(r) for r in found), key=pick):
             key = (pick(raw),) if single else pick(raw)
             if key in exact:
@@ -399,40 +400,62 @@ def _scan(
             return
 
 
-def _lookup_query(
-    table: sa.Table, keys: list[sa.Column[Any]], wanted: set[tuple[Any, ...]]
-) -> sa.Select[Any]:
-    """The rows of ``table`` whose primary keys are in ``wanted`` (or a superset of them).
+def _lookup(
+    connection: sa.Connection,
+    table: sa.Table,
+    keys: list[sa.Column[Any]],
+    wanted: set[tuple[Any, ...]],
+) -> Sequence[Sequence[Any]]:
+    """The rows of ``table`` whose primary keys are in ``wanted`` (or a superset of them),
+    every column in table order.
 
     One key column: an ``IN`` list. Several text key columns (the follow and feed
-    tables): a join with the keys as a ``VALUES`` list, which both databases answer with
-    one primary-key index probe per key. (A list of row values is not answered from the
-    index on either database, and one ``IN`` list per column matches every row of each
-    listed first column: tens of rows read per row wanted.)
+    tables): a join with the keys as a list (PostgreSQL: ``unnest`` of one array per
+    column; SQLite: a ``VALUES`` list), which both databases answer with one primary-key
+    index probe per key. (A list of row values is not answered from the index on either
+    database, and one ``IN`` list per column matches every row of each listed first
+    column: tens of rows read per row wanted.) The join is written as SQL text: compiling
+    thousands of bound rows through SQLAlchemy's ``values()`` took longer than the query.
     """
     if len(keys) == 1:
-        return sa.select(*table.columns).where(keys[0].in_(sorted(key[0] for key in wanted)))
-    if not all(isinstance(column.type, sa.String) for column in keys):
-        return sa.select(*table.columns).where(
+        query = sa.select(*table.columns).where(keys[0].in_(sorted(key[0] for key in wanted)))
+        return connection.execute(query).all()
+    dialect = connection.dialect.name
+    names = [column.name for column in table.columns]
+    if (
+        not all(isinstance(column.type, sa.String) for column in keys)
+        or dialect not in ("postgresql", "sqlite")
+        or not all(_IDENTIFIER.fullmatch(name) for name in (table.name, *names))
+    ):
+        query = sa.select(*table.columns).where(
             *(
                 column.in_(sorted({key[position] for key in wanted}))
                 for position, column in enumerate(keys)
             )
         )
-    names = [f"k{position}" for position in range(len(keys))]
-    listed = (
-        sa.values(*(sa.column(name, sa.String) for name in names), name="wanted_keys")
-        .data(sorted(wanted))
-        .cte("wanted_keys")
-    )
-    return (
-        sa.select(*table.columns)
-        .select_from(listed)
-        .join(
-            table,
-            sa.and_(*(column == listed.c[name] for column, name in zip(keys, names, strict=True))),
+        return connection.execute(query).all()
+    columns = ", ".join(f"t.{name}" for name in names)
+    joined = " AND ".join(f"t.{column.name} = w.k{n}" for n, column in enumerate(keys))
+    listed = ", ".join(f"k{n}" for n in range(len(keys)))
+    ordered = sorted(wanted)
+    if dialect == "postgresql":
+        arrays = ", ".join(f"CAST(%(k{n})s AS text[])" for n in range(len(keys)))
+        statement = (
+            f"SELECT {columns} FROM unnest({arrays}) AS w ({listed}) "  # noqa: S608
+            f"JOIN {table.name} AS t ON {joined}"
         )
-    )
+        parameters: Any = {f"k{n}": [key[n] for key in ordered] for n in range(len(keys))}
+    else:
+        row = "(" + ", ".join("?" for _ in keys) + ")"
+        statement = (
+            f"WITH w ({listed}) AS (VALUES {', '.join(row for _ in ordered)}) "  # noqa: S608
+            f"SELECT {columns} FROM w JOIN {table.name} AS t ON {joined}"
+        )
+        parameters = tuple(part for key in ordered for part in key)
+    return connection.exec_driver_sql(statement, parameters).all()
+
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 def _page_query(
