@@ -243,5 +243,9 @@ def test_buckets_hold_digests_compactly_with_the_semantics_of_a_dict() -> None:
     assert mismatched(trimmed, compact) == {0, 1, *range(64, 96)}
     trimmed.copy_from(compact, [0, 41])
     assert mismatched(trimmed, compact) == {1, *range(64, 96)}
+    trimmed.merge(7, Digest(-(trimmed.rows([7]) + 1), 0))
+    assert trimmed.negative() == [7]
     small = Buckets({3: Digest(2, 5)})
     assert mismatched(small, Buckets({3: Digest(2, 5), 4: Digest()})) == set()
+    small.merge(3, Digest(-3, 0))
+    assert small.negative() == [3]

@@ -510,7 +510,7 @@ def _copy_keys(
     # A record that goes negative was not the target's (changed behind migrate's back):
     # forget it, like a bucket that still differs; a run without a log walks it again.
     unknown = {logical_of(k) for k in bad} | {
-        logical_of(k) for k in recorded if logical_of(k) in touched and recorded.rows((k,)) < 0
+        logical_of(k) for k in recorded.negative() if logical_of(k) in touched
     }
     journal.forget_digests(records, table.name, unknown)
     kept = touched - unknown
@@ -520,7 +520,9 @@ def _copy_keys(
         {k: recorded[k] for k in recorded if logical_of(k) in kept},
         shards=kept,
     )
-    total = recorded.rows() - recorded.rows(k for k in recorded if logical_of(k) in unknown)
+    total = recorded.rows()
+    if unknown:
+        total -= recorded.rows(k for k in recorded if logical_of(k) in unknown)
     row.read += total
     row.verified += total
     return bad

@@ -177,6 +177,13 @@ class Buckets(MutableMapping[int, Digest]):
             return sum(self._counts)
         return sum(self._pair(bucket)[0] for bucket in buckets)
 
+    def negative(self) -> list[int]:
+        """The buckets counting fewer than no rows (a record brought up to date by
+        difference that was not the target's)."""
+        if self._sparse is not None:
+            return sorted(bucket for bucket, (count, _) in self._sparse.items() if count < 0)
+        return [slot - 1 for slot, count in enumerate(self._counts) if count < 0]
+
     def without(self, buckets: Iterable[int] = (), shards: Iterable[int] = ()) -> Buckets:
         """A copy without ``buckets`` and without every bucket of the logical ``shards``."""
         copy = Buckets()
