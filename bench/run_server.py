@@ -7,8 +7,9 @@ by ``scalecore loadtest`` with think time 0 (every virtual user sends its next r
 soon as the last one is answered) at each number of users, in an order that rotates from
 one level to the next. Each load run seeds its own small population first (over HTTP, not
 timed). With ``--pin`` (the default on 2 or more cores) the site runs on CPU 1 and the
-load generator on CPU 0. Reports req/s, p50/p99 of all requests and of the feed, and
-failures, per server and level.
+load generator on CPU 0. Reports req/s, p50/p99 of all requests and of the feed,
+failures, and the site's CPU milliseconds per request (its processes' user + system time
+over the load phase), per server and level.
 
 Run: ``python -m bench.run_server [--quick] [--users 1,8,32] [--no-pin]`` from the
 repository root.
@@ -45,6 +46,19 @@ def run(
     duration = "10s" if quick else "20s"
     workdir = scratch("bench-run-server-")
     site_cpus, load_cpus, placement = pin_cpus(pin)
+    results = _runs(levels, duration, workdir, site_cpus, load_cpus, rounds)
+    names = list(SERVERS)
+    return _report(results, levels, names, duration, rounds, placement, json_path)
+
+
+def _runs(
+    levels: Sequence[int],
+    duration: str,
+    workdir: Path,
+    site_cpus: set[int] | None,
+    load_cpus: set[int] | None,
+    rounds: int,
+) -> list[dict[str, Any]]:
     names = list(SERVERS)
     results: list[dict[str, Any]] = []
     turns = [(round_, users) for round_ in range(rounds) for users in levels]
@@ -70,6 +84,8 @@ def run(
                 )
             endpoints = {e["name"]: e for e in report["endpoints"]}
             total, feed = endpoints["all requests"], endpoints["GET /api/feed"]
+            cpu = report.get("deployment", {}).get("cpu_seconds", float("nan"))
+            load_seconds = report.get("deployment", {}).get("load_seconds", float("nan"))
             result = {
                 "server": label,
                 "users": users,
@@ -81,15 +97,29 @@ def run(
                 "feed_p99": feed["p99_ms"],
                 "failures": total["failures"],
                 "requests": total["requests"],
+                # CPU time of the site's processes per request answered in the load phase.
+                "cpu_ms": 1000 * cpu / (total["rps"] * load_seconds) if total["rps"] else 0,
                 "load_average": load_average(),
             }
             results.append(result)
             print(
                 f"{users} users, {label}: {total['rps']} req/s, p99 {total['p99_ms']} ms, "
-                f"{total['failures']} failed; {result['load_average']}",
+                f"{result['cpu_ms']:.2f} CPU ms per request, {total['failures']} failed; "
+                f"{result['load_average']}",
                 flush=True,
             )
+    return results
 
+
+def _report(
+    results: list[dict[str, Any]],
+    levels: Sequence[int],
+    names: list[str],
+    duration: str,
+    rounds: int,
+    placement: str,
+    json_path: Path | None,
+) -> dict[str, float]:
     merged = _merge_rounds(results)
     rows: list[Sequence[object]] = [
         [
@@ -100,6 +130,7 @@ def run(
             f"{r['p99']:.1f}",
             f"{r['feed_p50']:.1f}",
             f"{r['feed_p99']:.1f}",
+            f"{r['cpu_ms']:.2f}",
             f"{r['failures']} of {r['requests']}",
             r["range"],
         ]
@@ -111,8 +142,8 @@ def run(
     )
     print(
         table(
-            ["users", "server", "req/s", "p50 ms", "p99 ms", "feed p50", "feed p99", "failed",
-             "req/s per round"],
+            ["users", "server", "req/s", "p50 ms", "p99 ms", "feed p50", "feed p99",
+             "CPU ms/req", "failed", "req/s per round"],
             rows,
         )
     )  # fmt: skip
@@ -142,7 +173,7 @@ def _merge_rounds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     merged = []
     for (server, users), runs in groups.items():
         row: dict[str, Any] = {"server": server, "users": users}
-        for key in ("rps", "p50", "p99", "feed_p50", "feed_p99"):
+        for key in ("rps", "p50", "p99", "feed_p50", "feed_p99", "cpu_ms"):
             row[key] = statistics.median(run[key] for run in runs)
         row["failures"] = sum(run["failures"] for run in runs)
         row["requests"] = sum(run["requests"] for run in runs)
