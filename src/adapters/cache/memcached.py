@@ -36,18 +36,17 @@ With several servers only the keys of the failed one are affected. ``get_many`` 
 
 from __future__ import annotations
 
-import functools
+import json
 import math
 import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Final
 
-from adapters.cache import check_namespace, decode_value, encode_value
+from adapters.cache import check_namespace, encode_value
 from adapters.memcached.cluster import (
     EXPIRE_NOW,
     CommandRefused,
     MemcachedCluster,
-    Stored,
     memcached_expiry,
 )
 from scalecore.capabilities import Capability
@@ -64,6 +63,11 @@ __all__ = ["MemcachedCache"]
 _INCR_ATTEMPTS: Final = 32
 #: Item flags are 32 bits; an expiry past them is recorded as "none".
 _MAX_FLAGS: Final = 2**32 - 1
+#: How many normalised keys each cache remembers; past that it forgets them all at once.
+_SLOTS_KEPT: Final = 1 << 16
+
+#: An item as read: its value (NO_VALUE if the bytes are not JSON) and its 32-bit flags.
+Item = tuple[JSONValue | NoValue, int]
 
 
 class MemcachedCache(Cache):
@@ -96,8 +100,12 @@ class MemcachedCache(Cache):
             max_pool_size=max_pool_size,
             dead_timeout=dead_timeout,
             clock=clock,
+            serde=_SERDE,
         )
         self._clock: Clock = clock or SystemClock()
+        # Normalised keys, remembered: the same keys are read again and again, and the check
+        # (a regular expression, or a sha256 for long keys) costs more than a dict lookup.
+        self._slots: dict[str, str] = {}
 
     def __repr__(self) -> str:
         servers = ",".join(self._cluster.addresses)
@@ -110,17 +118,22 @@ class MemcachedCache(Cache):
     # cache needs.
 
     def get(self, key: str) -> JSONValue | NoValue:
-        hit = self._fetch(key)
-        return NO_VALUE if hit is None else hit[1]
+        item = self._fetch(key)
+        return NO_VALUE if item is None else item[0]
 
     def get_many(self, keys: Iterable[str]) -> dict[str, JSONValue]:
-        slots = {key: self._slot(key) for key in keys}
+        # The per-key steps are inlined: with 100 keys a call costs ~0.1 us per step per key.
+        remembered = self._slots
+        slots: dict[str, str] = {}
+        for key in keys:
+            slot = remembered.get(key) if type(key) is str else None
+            slots[key] = self._slot(key) if slot is None else slot
         found, errors = self._fetch_many(slots.values())
         hits: dict[str, JSONValue] = {}
         for key, slot in slots.items():
-            stored = found.get(slot)
-            if stored is not None:
-                value = _decode(stored)
+            item = found.get(slot)
+            if item is not None:
+                value = item[0]
                 if value is not NO_VALUE:
                     hits[key] = value
         self.stats.add(hits=len(hits), misses=len(slots) - len(hits), errors=errors)
@@ -194,11 +207,10 @@ class MemcachedCache(Cache):
 
     def gets(self, key: str) -> tuple[JSONValue, CasToken] | NoValue:
         slot = self._slot(key)
-        stored, token = self._gets(slot)
-        if stored is None:
+        item, token = self._gets(slot)
+        if item is None or item[0] is NO_VALUE:
             return NO_VALUE
-        value = _decode(stored)
-        return NO_VALUE if value is NO_VALUE else (value, int(token))
+        return item[0], int(token)
 
     def cas(self, key: str, value: JSONValue, token: CasToken, ttl: float | None = None) -> bool:
         slot, data = self._slot(key), _encode(value)
@@ -229,8 +241,8 @@ class MemcachedCache(Cache):
 
     def lookup(self, key: str) -> tuple[JSONValue, float | None] | None:
         """Like :meth:`get`, with the entry's expiry (Unix time, None if none): or None."""
-        hit = self._fetch(key)
-        return None if hit is None else (hit[1], _expires_at(hit[0]))
+        item = self._fetch(key)
+        return None if item is None else (item[0], _expires_at(item))
 
     def lookup_many(self, keys: Iterable[str]) -> dict[str, tuple[JSONValue, float | None]]:
         """Like :meth:`get_many`, with each hit's expiry (Unix time, None if none)."""
@@ -238,48 +250,58 @@ class MemcachedCache(Cache):
         found, errors = self._fetch_many(slots.values())
         hits: dict[str, tuple[JSONValue, float | None]] = {}
         for key, slot in slots.items():
-            stored = found.get(slot)
-            value = NO_VALUE if stored is None else _decode(stored)
-            if value is not NO_VALUE:
-                assert stored is not None
-                hits[key] = (value, _expires_at(stored))
+            item = found.get(slot)
+            if item is not None and item[0] is not NO_VALUE:
+                hits[key] = (item[0], _expires_at(item))
         self.stats.add(hits=len(hits), misses=len(slots) - len(hits), errors=errors)
         return hits
 
     # -- internals -----------------------------------------------------------------------
 
     def _slot(self, key: str) -> str:
-        if type(key) is str:
-            return _normalised(key, self.namespace)
-        return normalise_cache_key(key, namespace=self.namespace)  # raises, or a str subclass
+        if type(key) is not str:
+            return normalise_cache_key(key, namespace=self.namespace)  # raises, or a str subclass
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = normalise_cache_key(key, namespace=self.namespace)
+            if len(self._slots) >= _SLOTS_KEPT:
+                self._slots.clear()
+            self._slots[key] = slot
+        return slot
 
-    def _fetch(self, key: str) -> tuple[Stored, JSONValue] | None:
-        """The item of ``key`` and its value, or None on a miss; counted in ``stats``."""
+    def _fetch(self, key: str) -> tuple[JSONValue, int] | None:
+        """The value and flags of ``key``, or None on a miss; counted in ``stats``."""
         slot = self._slot(key)
         try:
-            stored = self._cluster.call(
+            item: Item | None = self._cluster.call(
                 self._cluster.server_for(slot), lambda client: client.get(slot)
             )
         except BackendUnavailable:
             self.stats.add(misses=1, errors=1)
             return None
-        value = NO_VALUE if stored is None else _decode(stored)
-        if stored is None or value is NO_VALUE:
+        value = NO_VALUE if item is None else item[0]
+        if value is NO_VALUE:
             self.stats.add(misses=1)
             return None
+        assert item is not None
         self.stats.add(hits=1)
-        return stored, value
+        return value, item[1]
 
-    def _fetch_many(self, slots: Iterable[str]) -> tuple[dict[str, Stored], int]:
+    def _fetch_many(self, slots: Iterable[str]) -> tuple[dict[str, Item], int]:
         """The items found for ``slots`` (one request per server) and how many failed."""
-        found: dict[str, Stored] = {}
+        found: dict[str, Item] = {}
         errors = 0
         # Distinct keys have distinct slots (normalisation is one-to-one): no set needed.
         for server, batch in self._cluster.by_server(slots).items():
             try:
-                found.update(self._cluster.call(server, operator.methodcaller("get_many", batch)))
+                items = self._cluster.call(server, operator.methodcaller("get_many", batch))
             except BackendUnavailable:
                 errors += 1
+                continue
+            if found:
+                found.update(items)
+            else:
+                found = items  # a fresh dict per call: the usual single server copies nothing
         return found, errors
 
     def _expiry(self, ttl: float | None) -> tuple[int, int]:
@@ -295,8 +317,8 @@ class MemcachedCache(Cache):
         flags = expires_at if 0 < expires_at <= _MAX_FLAGS else 0
         return memcached_expiry(seconds, now), flags
 
-    def _gets(self, slot: str) -> tuple[Stored | None, Any]:
-        result: tuple[Stored | None, Any] = self._cluster.call(
+    def _gets(self, slot: str) -> tuple[Item | None, Any]:
+        result: tuple[Item | None, Any] = self._cluster.call(
             self._cluster.server_for(slot), lambda client: client.gets(slot)
         )
         return result
@@ -314,8 +336,8 @@ class MemcachedCache(Cache):
         """``incr`` as read, add, compare-and-set: for what memcached's own cannot count."""
         initial = str(delta).encode("ascii")
         for _ in range(_INCR_ATTEMPTS):
-            stored, token = self._gets(slot)
-            if stored is None:
+            item, token = self._gets(slot)
+            if item is None:
                 created = self._cluster.call(
                     self._cluster.server_for(slot),
                     lambda client: client.add(slot, initial, expire=expire, flags=flags),
@@ -323,15 +345,15 @@ class MemcachedCache(Cache):
                 if created:
                     return delta
                 continue
-            current = _decode(stored)
+            current = item[0]
             if not is_int(current):
                 raise InvalidInput(f"cannot incr key {key!r}: its value is not an integer")
             # Keep the counter's own expiry (to the second): a TTL applies at creation only.
-            expires_at = _expires_at(stored)
+            expires_at = _expires_at(item)
             now = self._clock.now()
             keep = 0 if expires_at is None else memcached_expiry(max(expires_at - now, 1), now)
             result = current + delta
-            if self._cas(slot, str(result).encode("ascii"), int(token), keep, stored.flags):
+            if self._cas(slot, str(result).encode("ascii"), int(token), keep, item[1]):
                 return result
         raise Conflict(f"incr of {key!r} lost {_INCR_ATTEMPTS} races in a row; try again")
 
@@ -340,23 +362,49 @@ def _encode(value: object) -> bytes:
     return encode_value(value).encode("utf-8")
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _normalised(key: str, namespace: str) -> str:
-    """``normalise_cache_key``, remembered: the same keys are read again and again, and the
-    check (a regular expression, or a sha256 for long keys) costs more than the lookup."""
-    return normalise_cache_key(key, namespace=namespace)
+_DECODER: Final = json.JSONDecoder()
 
 
-def _decode(stored: Stored) -> JSONValue | NoValue:
-    """The value of an item, or NO_VALUE for one that is not JSON (not written by us)."""
+def _decode(data: bytes) -> JSONValue | NoValue:
+    """The value of an item's bytes, as ``json.loads`` reads them; NO_VALUE if not JSON.
+
+    Values written here are compact UTF-8 JSON, which one ``raw_decode`` of the text reads
+    in about half the time ``json.loads`` takes (it first guesses the bytes' encoding and
+    scans for whitespace at both ends). Anything else (a BOM, UTF-16, surrounding blanks,
+    not JSON at all) goes through ``json.loads`` itself, so both accept the same bytes.
+    """
     try:
-        return decode_value(stored.data)
+        text = data.decode("utf-8")
+        value, end = _DECODER.raw_decode(text)
+        if end == len(text):
+            return value  # type: ignore[no-any-return]
+    except (ValueError, RecursionError):
+        pass
+    try:
+        return json.loads(data)  # type: ignore[no-any-return]
     except (ValueError, RecursionError):
         return NO_VALUE
 
 
-def _expires_at(stored: Stored) -> float | None:
-    return float(stored.flags) if stored.flags else None
+class _JsonSerde:
+    """pymemcache serde of this adapter: each item read becomes an :data:`Item`.
+
+    Decoding inside pymemcache's read loop builds one plain tuple per item and nothing
+    else. Stateless, hence safe for every pooled connection at once. Writes pass bytes.
+    """
+
+    def serialize(self, key: bytes, value: bytes) -> tuple[bytes, int]:
+        return value, 0
+
+    def deserialize(self, key: bytes, value: bytes, flags: int) -> Item:
+        return _decode(value), flags
+
+
+_SERDE: Final = _JsonSerde()
+
+
+def _expires_at(item: tuple[object, int]) -> float | None:
+    return float(item[1]) if item[1] else None
 
 
 def _is_token(token: object) -> bool:

@@ -253,7 +253,9 @@ class MemcachedCluster:
     """The servers of one adapter. Thread-safe; nothing connects until the first request.
 
     See the module docstring for placement and failure handling. ``clock`` times the
-    ``dead_timeout``; socket timeouts are always real time.
+    ``dead_timeout``; socket timeouts are always real time. ``serde`` (a pymemcache serde,
+    shared by every connection, so it must be thread-safe) turns each item read into what
+    the adapter wants; by default a :class:`Stored`. Writes always take bytes and flags.
     """
 
     def __init__(
@@ -265,8 +267,10 @@ class MemcachedCluster:
         max_pool_size: object = 64,
         dead_timeout: object = 5.0,
         clock: Clock | None = None,
+        serde: Any = None,
     ) -> None:
         addresses = parse_servers(servers)
+        self._serde: Any = _SERDE if serde is None else serde
         self.connect_timeout = check_seconds(connect_timeout, "connect_timeout", error=ConfigError)
         self.timeout = check_seconds(timeout, "timeout", error=ConfigError)
         self.dead_timeout = check_seconds(dead_timeout, "dead_timeout", error=ConfigError)
@@ -396,7 +400,7 @@ class MemcachedCluster:
         def connect() -> Client:
             return Client(
                 (host, port),
-                serde=_SERDE,
+                serde=self._serde,
                 connect_timeout=self.connect_timeout,
                 timeout=self.timeout,
                 no_delay=True,
