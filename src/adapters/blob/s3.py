@@ -336,6 +336,41 @@ class S3BlobStore(BlobStore):
             with contextlib.suppress(*_DRIVER_ERRORS):
                 client.close()
 
+    def stored_digests(self, first: str, last: str) -> dict[str, tuple[int, str]]:
+        """Size and S3 ETag of every object whose key sorts from ``first`` to ``last``
+        (both included), as the bucket lists them now: ``{key: (size, etag)}``.
+
+        Costs one LIST request per 1,000 objects in the range and no HEAD. The ETag is
+        computed by S3 from the bytes it stored; for an object written by one PutObject
+        without SSE-KMS or SSE-C it is the hex MD5 of those bytes, otherwise it is some
+        other string (a caller comparing MD5s must then read the object instead). Keys
+        that are not valid blob keys are left out.
+        """
+        first, last = validate_blob_key(first), validate_blob_key(last)
+        low, high = key_order(first), key_order(last)
+        client = self._client_for("list", first)
+        request: dict[str, Any] = {"Bucket": self._bucket, "Prefix": self._prefix}
+        start_after = self._prefix + _utf8_head(first)[:-1]
+        if start_after:  # a proper start of ``first`` sorts before it; the loop drops the rest
+            request["StartAfter"] = start_after
+        found: dict[str, tuple[int, str]] = {}
+        while True:
+            with self._s3("list", first):
+                response = client.list_objects_v2(**request)
+            for item in response.get("Contents", ()):
+                relative = item["Key"][len(self._prefix) :]
+                if not _is_blob_key(relative):
+                    continue
+                order = key_order(relative)
+                if order > high:
+                    return found
+                if order >= low:
+                    found[relative] = (int(item["Size"]), str(item.get("ETag", "")).strip('"'))
+            if not response.get("IsTruncated"):
+                return found
+            request.pop("StartAfter", None)
+            request["ContinuationToken"] = response["NextContinuationToken"]
+
     # -- writing ---------------------------------------------------------------------------
 
     def _put_known(self, meta: _Meta, data: bytes | bytearray | memoryview) -> BlobInfo:

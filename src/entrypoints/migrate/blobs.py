@@ -3,9 +3,22 @@
 Both stores are listed in key order and walked side by side. An object missing from the
 target, or whose size, SHA-256, content type, Cache-Control or Expires differ, is copied
 through the stores' streaming API (never whole in memory: ``open`` on one side feeds
-``put`` on the other, chunk by chunk), then read back from the target and hashed: the
-copy counts only if the bytes read back have the source's size and SHA-256. An object
-only in the target (deleted in the source since an earlier pass) is deleted.
+``put`` on the other, chunk by chunk), hashed on the way (SHA-256 and MD5), and then
+checked against what the target holds: the copy counts only once that check passes.
+
+- Into an S3 bucket: the bucket is listed over the keys just copied, a page of 1,000
+  objects per LIST request, and each object's size and ETag (the MD5 S3 computed from
+  the bytes it stored) must equal the size and MD5 of the bytes read from the source.
+  An object whose ETag is not a plain MD5 (SSE-KMS or SSE-C buckets, objects S3 stored
+  in parts) or does not match is read back in full instead, as below. The headers
+  (content type, Cache-Control, Expires) are those the accepted PUT carried; this pass
+  does not read them back.
+- Into any other store: the object is read back in full (one ``open``) and hashed; its
+  size and SHA-256 must be the source's, and its headers equal.
+
+``scalecore migrate --verify`` (``read_back_all``) always reads every object back in
+full: size, SHA-256 and headers. An object only in the target (deleted in the source
+since an earlier pass) is deleted.
 
 Copies run on a few threads at once (object stores answer slowly but in parallel); at
 most :data:`IN_FLIGHT` objects are open at a time, so memory stays bounded.
@@ -23,6 +36,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import attrs
 
 from adapters.blob import key_order
+from adapters.blob.s3 import S3BlobStore
 from entrypoints.migrate.journal import BlobJournal
 from scalecore.errors import NotFound
 from scalecore.ports.blobstore import BlobInfo, BlobStore, BlobStream
@@ -36,6 +50,8 @@ Entry = tuple[str, int, str, str, str | None, int | None]
 #: Objects copied at once.
 WORKERS = 8
 IN_FLIGHT = 2 * WORKERS
+#: Objects copied into S3 whose check waits for one listing of their key range.
+LIST_BATCH = 500
 
 
 @attrs.define
@@ -55,11 +71,13 @@ class _HashingReader:
     def __init__(self, stream: BlobStream) -> None:
         self._stream = stream
         self.digest = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
         self.size = 0
 
     def read(self, size: int = -1) -> bytes:
         data = self._stream.read(size)
         self.digest.update(data)
+        self.md5.update(data)
         self.size += len(data)
         return data
 
@@ -100,12 +118,23 @@ def read_back(store: BlobStore, info: BlobInfo) -> str | None:
     return None
 
 
-def _copy(source: BlobStore, target: BlobStore, info: BlobInfo) -> tuple[int, str | None]:
-    """Copy one object and read it back; return (bytes, problem or None)."""
+@attrs.frozen
+class _Copied:
+    """What one copy did: bytes sent, a problem found, and, when the check is left to a
+    listing of the target, the MD5 of the bytes sent (else None)."""
+
+    size: int
+    problem: str | None
+    md5: str | None = None
+
+
+def _copy(source: BlobStore, target: BlobStore, info: BlobInfo, *, listed: bool) -> _Copied:
+    """Copy one object. With ``listed`` the check against the target is left to the
+    caller (a listing of S3 ETags), else the object is read back here."""
     try:
         stream = source.open(info.key)
     except NotFound:
-        return 0, None  # deleted in the source meanwhile: nothing to copy
+        return _Copied(0, None)  # deleted in the source meanwhile: nothing to copy
     with stream:
         current = stream.info
         reader = _HashingReader(stream)
@@ -117,8 +146,25 @@ def _copy(source: BlobStore, target: BlobStore, info: BlobInfo) -> tuple[int, st
             expires=current.expires,
         )
     if reader.digest.hexdigest() != current.etag or reader.size != current.size:
-        return reader.size, "the source changed while it was copied"
-    return reader.size, read_back(target, current)
+        return _Copied(reader.size, "the source changed while it was copied")
+    if listed:
+        return _Copied(reader.size, None, reader.md5.hexdigest())
+    return _Copied(reader.size, read_back(target, current))
+
+
+def _check_listed(
+    target: S3BlobStore, copied: list[tuple[BlobInfo, _Copied]]
+) -> list[tuple[BlobInfo, _Copied]]:
+    """Check objects just copied into S3 (in key order) against one listing of their key
+    range: size and ETag equal to the size and MD5 sent, else a full read-back."""
+    stored = target.stored_digests(copied[0][0].key, copied[-1][0].key)
+    checked = []
+    for info, outcome in copied:
+        if stored.get(info.key) == (outcome.size, outcome.md5):
+            checked.append((info, outcome))
+        else:
+            checked.append((info, _Copied(outcome.size, read_back(target, info))))
+    return checked
 
 
 def _entry(info: BlobInfo) -> Entry:
@@ -162,8 +208,10 @@ def sync_blobs(
     )
     src = next(source_items, None)
     tgt = next(target_items, None)
-    futures: list[tuple[BlobInfo, Future[tuple[int, str | None]]]] = []
+    futures: list[tuple[BlobInfo, Future[_Copied]]] = []
     to_record: list[Entry] = []
+    listed = isinstance(target, S3BlobStore)
+    unchecked: list[tuple[BlobInfo, _Copied]] = []
 
     def record(entry: Entry | None) -> None:
         if entry is not None:
@@ -172,22 +220,36 @@ def sync_blobs(
             journal.record(to_record)
             to_record.clear()
 
+    def count(info: BlobInfo, outcome: _Copied) -> None:
+        result.bytes += outcome.size
+        if outcome.problem is None:
+            result.verified += 1
+            record(_entry(info))
+        else:
+            result.differences.append(f"blob {info.key}: {outcome.problem}")
+        if progress is not None:
+            progress(outcome.size)
+
+    def check(limit: int) -> None:
+        if len(unchecked) > limit:
+            assert isinstance(target, S3BlobStore)
+            for info, outcome in _check_listed(target, unchecked):
+                count(info, outcome)
+            unchecked.clear()
+
     def settle(limit: int) -> None:
         while len(futures) > limit:
             info, future = futures.pop(0)
-            size, problem = future.result()
-            result.bytes += size
-            if problem is None:
-                result.verified += 1
-                record(_entry(info))
+            outcome = future.result()
+            if outcome.md5 is None:
+                count(info, outcome)
             else:
-                result.differences.append(f"blob {info.key}: {problem}")
-            if progress is not None:
-                progress(size)
+                unchecked.append((info, outcome))
+        check(LIST_BATCH - 1 if limit else 0)
 
     def copy(info: BlobInfo) -> None:
         result.written += 1
-        futures.append((info, pool.submit(_copy, source, target, info)))
+        futures.append((info, pool.submit(_copy, source, target, info, listed=listed)))
         settle(IN_FLIGHT)
 
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="migrate-blob") as pool:
