@@ -15,7 +15,8 @@ Baselines, in the same run, on the same servers:
   half of it (migrate also checksums, upserts and reads every row back).
 - Blobs: the same bytes uploaded from plain files with boto3 ``upload_fileobj``, on as
   many threads as migrate uses. Target: migrate's blob time within 1.2x of it (migrate
-  also reads every object back and hashes it).
+  also hashes every object and checks it against a listing of the bucket: size and the
+  ETag MD5 S3 computed; ``--verify``, timed separately, reads every object back).
 - Memory: peak RSS of the migrate process minus that of a process that only imports the
   same modules. Target: under 150 MiB.
 - Second pass: under 10% of the first pass's wall time. The first pass installs the
