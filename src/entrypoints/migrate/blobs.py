@@ -32,11 +32,11 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol, runtime_checkable
 
 import attrs
 
 from adapters.blob import key_order
-from adapters.blob.s3 import S3BlobStore
 from entrypoints.migrate.journal import BlobJournal
 from scalecore.errors import NotFound
 from scalecore.ports.blobstore import BlobInfo, BlobStore, BlobStream
@@ -52,6 +52,14 @@ WORKERS = 8
 IN_FLIGHT = 2 * WORKERS
 #: Objects copied into S3 whose check waits for one listing of their key range.
 LIST_BATCH = 500
+
+
+@runtime_checkable
+class ListsDigests(Protocol):
+    """A BlobStore that lists sizes and ETags over a key range (the S3 adapter's
+    ``stored_digests``); imported by shape so that migrate needs boto3 only for S3."""
+
+    def stored_digests(self, first: str, last: str) -> dict[str, tuple[int, str]]: ...
 
 
 @attrs.define
@@ -153,10 +161,11 @@ def _copy(source: BlobStore, target: BlobStore, info: BlobInfo, *, listed: bool)
 
 
 def _check_listed(
-    target: S3BlobStore, copied: list[tuple[BlobInfo, _Copied]]
+    target: BlobStore, copied: list[tuple[BlobInfo, _Copied]]
 ) -> list[tuple[BlobInfo, _Copied]]:
     """Check objects just copied into S3 (in key order) against one listing of their key
     range: size and ETag equal to the size and MD5 sent, else a full read-back."""
+    assert isinstance(target, ListsDigests)
     stored = target.stored_digests(copied[0][0].key, copied[-1][0].key)
     checked = []
     for info, outcome in copied:
@@ -210,7 +219,7 @@ def sync_blobs(
     tgt = next(target_items, None)
     futures: list[tuple[BlobInfo, Future[_Copied]]] = []
     to_record: list[Entry] = []
-    listed = isinstance(target, S3BlobStore)
+    listed = isinstance(target, ListsDigests)
     unchecked: list[tuple[BlobInfo, _Copied]] = []
 
     def record(entry: Entry | None) -> None:
@@ -232,7 +241,6 @@ def sync_blobs(
 
     def check(limit: int) -> None:
         if len(unchecked) > limit:
-            assert isinstance(target, S3BlobStore)
             for info, outcome in _check_listed(target, unchecked):
                 count(info, outcome)
             unchecked.clear()
