@@ -19,9 +19,10 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-__all__ = ["Digest", "encode_row", "row_hash"]
+__all__ = ["MODULUS", "Digest", "encode_row", "row_hash"]
 
-_MODULUS = 1 << 128
+#: Checksums are sums modulo this (128 bits).
+MODULUS = 1 << 128
 _Field = None | bool | int | float | str | bytes
 
 
@@ -63,7 +64,7 @@ class Digest:
     def add_hash(self, value: int) -> None:
         """Account for one row given by its :func:`row_hash`."""
         self.count += 1
-        self.total = (self.total + value) % _MODULUS
+        self.total = (self.total + value) % MODULUS
 
     def update(self, rows: Iterable[Sequence[_Field]]) -> None:
         for row in rows:
@@ -72,12 +73,12 @@ class Digest:
     def merge(self, other: Digest) -> None:
         """Add ``other``'s rows to this digest."""
         self.count += other.count
-        self.total = (self.total + other.total) % _MODULUS
+        self.total = (self.total + other.total) % MODULUS
 
     def remove(self, other: Digest) -> None:
         """Take ``other``'s rows (all accounted for in this digest) out of it."""
         self.count -= other.count
-        self.total = (self.total - other.total) % _MODULUS
+        self.total = (self.total - other.total) % MODULUS
 
     @property
     def hexdigest(self) -> str:

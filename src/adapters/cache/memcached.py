@@ -42,7 +42,7 @@ import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Final
 
-from adapters.cache import check_namespace, encode_value
+from adapters.cache import check_namespace, decode_value, encode_value
 from adapters.memcached.cluster import (
     EXPIRE_NOW,
     CommandRefused,
@@ -381,7 +381,7 @@ def _decode(data: bytes) -> JSONValue | NoValue:
     except (ValueError, RecursionError):
         pass
     try:
-        return json.loads(data)  # type: ignore[no-any-return]
+        return decode_value(data)
     except (ValueError, RecursionError):
         return NO_VALUE
 

@@ -42,7 +42,7 @@ from typing import Any
 import attrs
 import sqlalchemy as sa
 
-from scalecore.checksum import Digest, encode_row, row_hash
+from scalecore.checksum import MODULUS, Digest, encode_row, row_hash
 from scalecore.errors import ScalecoreError
 from scalecore.ids import ID_LENGTH, LOGICAL_SHARDS, shard_of
 
@@ -99,7 +99,6 @@ def bucket_of(key: tuple[Any, ...], sharded: bool) -> int:
     return logical_shard(key[0]) * BUCKETS_PER_SHARD + digit
 
 
-_MODULUS = 1 << 128  # as scalecore.checksum's sums
 _SLOTS = LOGICAL_SHARDS * BUCKETS_PER_SHARD + 1  # slot 0: bucket -1
 _LOW = (1 << 64) - 1
 #: Buckets a :class:`Buckets` keeps in a dict before it switches to flat arrays.
@@ -137,7 +136,7 @@ class Buckets(MutableMapping[int, Digest]):
             self._put(bucket, count, total)
 
     def _put(self, bucket: int, count: int, total: int) -> None:
-        total %= _MODULUS
+        total %= MODULUS
         if self._sparse is not None:
             if count or total:
                 self._sparse[bucket] = (count, total)
