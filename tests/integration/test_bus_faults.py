@@ -225,6 +225,15 @@ class PrivateRabbitMq:
                 pytest.fail(f"the private RabbitMQ node did not start:\n{tail}")
             time.sleep(0.1)
 
+    def pause(self) -> None:
+        """Freeze every process of the node (SIGSTOP): connections stay open, nothing answers."""
+        assert self._process is not None
+        os.killpg(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        os.killpg(self._process.pid, signal.SIGCONT)
+
     def stop(self, how: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> None:
         process, self._process = self._process, None
         if process is None:
@@ -345,6 +354,31 @@ def test_every_message_whose_publish_returned_survives_broker_restarts(
                 sender.join(120)
         consumer.close()
         publisher.close()
+
+
+def test_a_stalled_broker_fails_a_publish_at_publish_timeout_and_the_bus_recovers(
+    private_broker: PrivateRabbitMq,
+) -> None:
+    """A broker that stops answering (frozen, not gone: no reset, no close) costs a publish
+    ``publish_timeout`` seconds, not the minutes heartbeats would take to notice."""
+    topic, group = "fault.stall", "group"
+    bus = RabbitMqBus(url=private_broker.url, connect_timeout=2.0, publish_timeout=1.5)
+    try:
+        bus.declare(topic, group)
+        bus.publish(topic, "before")
+        private_broker.pause()
+        try:
+            began = time.monotonic()
+            with pytest.raises(BackendUnavailable, match="did not confirm"):
+                bus.publish(topic, "while frozen")
+            assert 1.4 < time.monotonic() - began < 4.0
+        finally:
+            private_broker.resume()
+        bus.publish_timeout = 30.0
+        bus.publish(topic, "after")  # the same link, or a new one: either way it works
+        assert bus.depth(topic, group).ready >= 2
+    finally:
+        bus.close()
 
 
 # -- RabbitMqBus beyond the contract ---------------------------------------------------------
@@ -505,3 +539,73 @@ def test_failures_are_logged_without_the_payload(
         assert not any("alice@example.com" in text for text in messages)
     finally:
         retire(bus, topic, "group")
+
+
+def test_threads_publishing_at_once_get_a_connection_each_and_later_ones_reuse_them(
+    amqp_url: str, unique: str
+) -> None:
+    """Publishes run on the calling thread, on a pool of connections as large as the most
+    threads that ever published at once; a thread that comes later reuses an idle one."""
+    topic, group = f"fault.pool.{unique}", "group"
+    bus = RabbitMqBus(url=amqp_url)
+    threads_at_once = 4
+    barrier = threading.Barrier(threads_at_once, timeout=10)
+    failures: list[BaseException] = []
+
+    def publish_together() -> None:
+        try:
+            barrier.wait()
+            for n in range(50):
+                bus.publish(topic, n)
+        except BaseException as exc:  # reported below, not lost in a thread
+            failures.append(exc)
+
+    try:
+        bus.declare(topic, group)
+        together = [threading.Thread(target=publish_together) for _ in range(threads_at_once)]
+        for thread in together:
+            thread.start()
+        for thread in together:
+            thread.join(30)
+        assert failures == []
+        publisher = bus._publisher  # the pool is what this test is about
+        assert publisher is not None
+        opened = publisher.connections
+        assert 1 <= opened <= threads_at_once
+        for n in range(8):  # one thread after another
+            later = threading.Thread(target=bus.publish, args=(topic, n))
+            later.start()
+            later.join(10)
+        assert publisher.connections == opened
+        assert bus.depth(topic, group).ready == threads_at_once * 50 + 8
+        bus.close()
+        assert publisher.connections == 0
+        bus.publish(topic, "after close")  # reconnects on demand
+        assert bus.depth(topic, group).ready == threads_at_once * 50 + 9
+    finally:
+        retire(bus, topic, group)
+
+
+def test_a_connection_idle_past_the_heartbeat_is_replaced_not_found_dead(
+    amqp_url: str, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An idle publishing connection is kept alive (the broker drops a connection after two
+    missed heartbeats): a publish after a quiet spell finds it working, with nothing to
+    reconnect and nothing logged."""
+    topic, group = f"fault.idle.{unique}", "group"
+    bus = RabbitMqBus(url=amqp_url, heartbeat=1)
+    try:
+        bus.declare(topic, group)
+        bus.publish(topic, "before")
+        time.sleep(3.5)  # the broker gives up on a silent connection after about 2 s
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            began = time.monotonic()
+            bus.publish(topic, "after")
+            took = time.monotonic() - began
+            logged = [record.getMessage() for record in caplog.records]
+        assert logged == []
+        assert took < 1.0
+        assert bus.depth(topic, group).ready == 2
+    finally:
+        retire(bus, topic, group)

@@ -1,6 +1,6 @@
-"""Publishing for :mod:`adapters.bus.rabbitmq`: one connection owned by one I/O thread,
-publisher confirms, unconfirmed messages sent again after a reconnection. Private to that
-adapter."""
+"""Publishing for :mod:`adapters.bus.rabbitmq`: publisher confirms on connections driven by
+the publishing thread itself, unconfirmed messages sent again after a reconnection. Private to
+that adapter."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import itertools
 import logging
 import os
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import pika
@@ -24,30 +25,28 @@ from scalecore.errors import BackendUnavailable
 
 logger = logging.getLogger("adapters.bus.rabbitmq")  # one logger for the whole adapter
 
-
-# -- publishing: one connection, one I/O thread ----------------------------------------------
+#: Seconds a link being retired (idle too long, or the bus closing) may take to close cleanly.
+_CLOSE_TIMEOUT: Final = 2.0
 
 
 class Batch:
-    """Messages one caller waits for; settled from the publisher's I/O thread."""
+    """The messages of one ``send``: settled as their confirms arrive."""
 
     def __init__(self, size: int) -> None:
         self.remaining = size
         self.error: str | None = None
+        self.done = False
         self.cancelled = False  # the caller gave up: skip what is not sent yet
-        self.done = threading.Event()
 
     def settle(self, error: str | None) -> None:
-        if self.done.is_set():
+        if self.done:
             return
         if error is not None:
             self.error = error
-            self.cancelled = True
-            self.done.set()
+            self.done = self.cancelled = True
             return
         self.remaining -= 1
-        if self.remaining == 0:
-            self.done.set()
+        self.done = self.remaining == 0
 
 
 @attrs.define(eq=False)
@@ -78,61 +77,157 @@ class Outgoing:
 
 
 class Publisher:
-    """Publishes with confirms on one connection owned by a dedicated I/O thread.
+    """Publishes with confirms from the calling thread, on a pool of connections.
 
-    Callers hand messages over through a locked inbox and ``add_callback_threadsafe``; only
-    the I/O thread touches pika. Every message stays in hand until the broker confirms it:
-    when the connection or channel drops, the unconfirmed ones go back to the front of the
-    queue and are sent again on the next connection (so a message may arrive twice, never
-    zero times once confirmed). Confirms for a batch arrive as they come, ``multiple`` ones
-    included, so a bulk publish waits for roughly one round trip, not one per message.
+    ``send`` takes an idle :class:`Link` (or opens one), publishes on it and drives its I/O
+    on the calling thread until the broker has confirmed every message: no hand-off to
+    another thread and back, so a confirmed publish costs what bare pika's does. Threads
+    publishing at the same time use different links, so the pool holds as many connections
+    as the most threads that ever published at once. While links sit idle, a keeper thread
+    tends them every quarter heartbeat: heartbeats go out and come in, a connection the
+    broker dropped meanwhile is noticed and opened again, so a publish after a quiet spell
+    finds a live connection.
     """
 
-    def __init__(self, parameters: Callable[[], pika.URLParameters], exchange: str) -> None:
+    def __init__(
+        self, parameters: Callable[[], pika.URLParameters], exchange: str, *, heartbeat: int
+    ) -> None:
         self._parameters = parameters
         self._exchange = exchange
+        self._tend_every = heartbeat / 4 if heartbeat > 0 else None
         self._lock = threading.Lock()
-        self._inbox: deque[Outgoing] = deque()
+        self._idle: list[Link] = []  # most recently used last
+        self._busy: set[Link] = set()
         self._closed = False
-        self._ioloop = IOLoop()
-        # Everything below is touched by the I/O thread only.
-        self._connection: SelectConnection | None = None
-        self._channel: Any = None  # pika.channel.Channel once open in confirm mode
-        self._ready = False
-        self._closing = False
-        self._outbox: deque[Outgoing] = deque()
-        self._unconfirmed: dict[int, Outgoing] = {}
-        self._by_token: dict[str, Outgoing] = {}
-        self._next_tag = 1
-        self._backoff = Backoff()
-        self.last_error = "not connected yet"
+        self._keeper: threading.Thread | None = None
+        self._stopping = threading.Event()
         self.pid = os.getpid()
-        self._thread = threading.Thread(
-            target=self._run, name="rabbitmq-bus:publisher", daemon=True
-        )
-        self._thread.start()
 
     @property
     def closed(self) -> bool:
         with self._lock:
             return self._closed
 
-    # -- caller side ----------------------------------------------------------------------
+    @property
+    def connections(self) -> int:
+        """Links open or opening, idle and busy."""
+        with self._lock:
+            return len(self._idle) + len(self._busy)
 
     def send(self, items: list[Outgoing], timeout: float) -> None:
         """Return once the broker has confirmed every item; raise ``BackendUnavailable``
-        if one is refused, returned as unroutable, or not confirmed within ``timeout``."""
+        if one is refused, returned as unroutable, or not confirmed within ``timeout``
+        seconds (reconnections included)."""
         if not items:
             return
-        batch = Batch(len(items))
-        for item in items:
-            item.batch = batch
+        deadline = time.monotonic() + timeout
+        link = self._take()
+        try:
+            link.send(items, deadline, timeout)
+        finally:
+            self._give_back(link)
+
+    def close(self) -> None:
+        """Close the idle links now and the busy ones as their sends return; stop the
+        keeper. Idempotent; a send after this raises ``BackendUnavailable``."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            keeper = self._keeper
+        self._stopping.set()
+        for link in idle:
+            link.close(_CLOSE_TIMEOUT)
+        if keeper is not None and keeper is not threading.current_thread():
+            keeper.join(_CLOSE_TIMEOUT)
+
+    def _take(self) -> Link:
         with self._lock:
             if self._closed:
                 raise BackendUnavailable("the bus's publisher is closed")
-            self._inbox.extend(items)
-            self._ioloop.add_callback_threadsafe(self._take_inbox)
-        if not batch.done.wait(timeout):
+            if self._idle:
+                link = self._idle.pop()
+                self._busy.add(link)
+                return link
+        link = Link(self._parameters, self._exchange)  # connects outside the lock
+        with self._lock:
+            self._busy.add(link)
+            if self._keeper is None and self._tend_every is not None:
+                self._keeper = threading.Thread(
+                    target=self._keep, name="rabbitmq-bus:publish-keeper", daemon=True
+                )
+                self._keeper.start()
+        return link
+
+    def _give_back(self, link: Link) -> None:
+        with self._lock:
+            self._busy.discard(link)
+            keep = not self._closed and not link.closed
+            if keep:
+                self._idle.append(link)
+        if not keep:
+            link.close(_CLOSE_TIMEOUT)
+
+    def _keep(self) -> None:
+        assert self._tend_every is not None
+        while not self._stopping.wait(self._tend_every):
+            with self._lock:
+                idle, self._idle = self._idle, []
+                self._busy.update(idle)
+            for link in idle:
+                try:
+                    link.tend()
+                finally:
+                    self._give_back(link)
+
+
+class Link:
+    """One connection and confirm-mode channel, driven by whichever thread is sending on it.
+
+    Not thread-safe: the :class:`Publisher` lends a link to one thread at a time. Every
+    message stays in hand until the broker confirms it: when the connection or channel drops,
+    the unconfirmed ones go back to the front of the queue and are sent again on the next
+    connection (so a message may arrive twice, never zero times once confirmed). Confirms for
+    a batch arrive as they come, ``multiple`` ones included, so a bulk publish waits for
+    roughly one round trip, not one per message.
+    """
+
+    def __init__(self, parameters: Callable[[], pika.URLParameters], exchange: str) -> None:
+        self._parameters = parameters
+        self._exchange = exchange
+        self._ioloop = IOLoop()
+        self._ioloop.activate_poller()
+        self._connection: SelectConnection | None = None
+        self._channel: Any = None  # pika.channel.Channel once open in confirm mode
+        self._ready = False
+        self._closing = False
+        self.closed = False
+        self._outbox: deque[Outgoing] = deque()
+        self._unconfirmed: dict[int, Outgoing] = {}
+        self._by_token: dict[str, Outgoing] = {}
+        self._next_tag = 1
+        self._backoff = Backoff()
+        self.last_error = "not connected yet"
+        self.last_used = time.monotonic()
+        self._connect()
+
+    # -- the sending thread's side ----------------------------------------------------------
+
+    def send(self, items: list[Outgoing], deadline: float, timeout: float) -> None:
+        """Publish ``items`` and drive this link until all are confirmed or ``deadline``."""
+        batch = Batch(len(items))
+        for item in items:
+            item.batch = batch
+        self._outbox.extend(items)
+        self._flush()
+        try:
+            self._drive(lambda: batch.done, deadline)
+        except Exception as exc:  # a bug in a pika callback: retire this link, fail the send
+            logger.exception("the bus publisher's I/O failed")
+            self._abandon()
+            batch.settle(f"the bus's publisher failed: {describe(exc)}")
+        finally:
+            self.last_used = time.monotonic()
+        if not batch.done:
             batch.cancelled = True
             raise BackendUnavailable(
                 f"RabbitMQ did not confirm the message within {timeout:g} s "
@@ -141,42 +236,63 @@ class Publisher:
         if batch.error is not None:
             raise BackendUnavailable(batch.error)
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Fail whatever is still waiting, close the connection, end the thread. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._ioloop.add_callback_threadsafe(self._shutdown)
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-    # -- I/O thread ---------------------------------------------------------------------
-
-    def _run(self) -> None:
-        self._ioloop.add_callback_threadsafe(self._connect)
+    def tend(self) -> None:
+        """Do what is due without waiting: read what arrived, send heartbeats, reconnect."""
         try:
-            self._ioloop.start()
-        except Exception:  # a bug in a callback: fail the waiters rather than hang them
-            logger.exception("the bus publisher's I/O loop failed")
-        finally:
-            with self._lock:
-                self._closed = True
-                left = list(self._inbox)
-                self._inbox.clear()
-            left += list(self._outbox) + list(self._unconfirmed.values())
-            self._fail_all(left, "the bus's publisher was closed")
-            self._ioloop.close()
+            wake = self._ioloop.call_later(0, _nothing)
+            try:
+                self._ioloop.poll()
+                self._ioloop.process_timeouts()
+            finally:
+                self._ioloop.remove_timeout(wake)
+        except Exception:  # a bug in a pika callback: retire this link
+            logger.exception("the bus publisher's I/O failed")
+            self._abandon()
 
-    def _take_inbox(self) -> None:
-        with self._lock:
-            items = list(self._inbox)
-            self._inbox.clear()
-        if self._closing:
-            self._fail_all(items, "the bus's publisher was closed")
+    def close(self, timeout: float) -> None:
+        """Fail whatever is still waiting and close the connection, waiting at most
+        ``timeout`` seconds for the broker to agree. Idempotent."""
+        if self.closed:
             return
-        self._outbox.extend(items)
-        self._flush()
+        self._closing = True
+        self._fail_all(list(self._outbox) + list(self._unconfirmed.values()), "the bus was closed")
+        self._outbox.clear()
+        self._unconfirmed.clear()
+        connection = self._connection
+        if connection is not None and not (connection.is_closed or connection.is_closing):
+            try:
+                connection.close()  # _on_closed clears self._connection
+            except PIKA_ERRORS:
+                self._connection = None
+        try:
+            self._drive(lambda: self._connection is None, time.monotonic() + timeout)
+        except Exception:  # closing anyway
+            logger.exception("the bus publisher's I/O failed while closing")
+        self._abandon()
+
+    def _abandon(self) -> None:
+        """Release the loop and its sockets without talking to the broker any more."""
+        self.closed = self._closing = True
+        self._connection = self._channel = None
+        self._ready = False
+        self._ioloop.close()
+
+    def _drive(self, done: Callable[[], bool], deadline: float) -> None:
+        if done():
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        # The loop waits for I/O until its next timer: this one bounds the wait.
+        wake = self._ioloop.call_later(remaining, _nothing)
+        try:
+            while not done() and time.monotonic() < deadline:
+                self._ioloop.poll()
+                self._ioloop.process_timeouts()
+        finally:
+            self._ioloop.remove_timeout(wake)
+
+    # -- pika callbacks, run while a sender drives the link -------------------------------
 
     def _connect(self) -> None:
         if self._closing:
@@ -257,7 +373,6 @@ class Publisher:
     def _lost(self, exc: BaseException) -> None:
         self.last_error = describe(exc)
         if self._closing:
-            self._ioloop.stop()
             return
         delay = self._backoff.next()
         logger.warning(
@@ -319,25 +434,12 @@ class Publisher:
             else:
                 item.batch.settle(None)
 
-    def _shutdown(self) -> None:
-        self._closing = True
-        self._fail_all(list(self._outbox) + list(self._unconfirmed.values()), "the bus was closed")
-        self._outbox.clear()
-        self._unconfirmed.clear()
-        connection = self._connection
-        if connection is not None and not (connection.is_closed or connection.is_closing):
-            try:
-                connection.close()  # _on_closed (or _on_open_error) stops the loop
-            except PIKA_ERRORS:
-                self._ioloop.stop()
-                return
-            # Belt and braces: a close that never completes must not keep the thread.
-            self._ioloop.call_later(2.0, self._ioloop.stop)
-        else:
-            self._ioloop.stop()
-
     @staticmethod
     def _fail_all(items: list[Outgoing], error: str) -> None:
         for item in items:
             if item.batch is not None:
                 item.batch.settle(error)
+
+
+def _nothing() -> None:
+    """A timer callback whose only job is to end the loop's wait."""

@@ -148,7 +148,8 @@ class RabbitMqBus(RepliesOverTopics):
     ``...:retry<ms>`` whose messages expire after that delay back into the group's queue.
     Messages are persistent JSON with their id as AMQP ``message_id``.
 
-    Connections: one for publishing, owned by an I/O thread (publisher confirms, batched);
+    Connections: a pool for publishing, each lent to one calling thread at a time, which
+    drives it until the broker confirms (kept alive while idle by a keeper thread);
     one for declarations and dead-letter reads, behind a lock; one per running
     subscription, with its own I/O thread and ``workers`` handler threads. All reconnect on
     their own, with backoff. ``stats`` is a :class:`~scalecore.busstats.BusStats`.
@@ -232,10 +233,12 @@ class RabbitMqBus(RepliesOverTopics):
     def _get_publisher(self) -> Publisher:
         with self._lock:
             publisher = self._publisher
-            # A forked child (a pre-forking web server) inherits the parent's publisher
-            # without its thread: it gets its own.
+            # A forked child (a pre-forking web server) inherits the parent's publishing
+            # connections and not the keeper thread: it opens its own.
             if publisher is None or publisher.closed or publisher.pid != os.getpid():
-                publisher = self._publisher = Publisher(self._parameters, self.exchange)
+                publisher = self._publisher = Publisher(
+                    self._parameters, self.exchange, heartbeat=self.heartbeat
+                )
             return publisher
 
     def _send(self, items: list[Outgoing]) -> None:
