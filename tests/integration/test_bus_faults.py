@@ -609,3 +609,27 @@ def test_a_connection_idle_past_the_heartbeat_is_replaced_not_found_dead(
         assert bus.depth(topic, group).ready == 2
     finally:
         retire(bus, topic, group)
+
+
+def test_a_forked_child_publishes_on_connections_of_its_own(amqp_url: str, unique: str) -> None:
+    """A pre-forking server forks after the bus was used: the child must not write to the
+    parent's sockets, and the parent's connections keep working."""
+    topic, group = f"fault.fork.{unique}", "group"
+    bus = RabbitMqBus(url=amqp_url)
+    try:
+        bus.declare(topic, group)
+        bus.publish(topic, "parent, before")
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child's outcome is its exit code
+            code = 1
+            try:
+                bus.publish(topic, "child")
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        bus.publish(topic, "parent, after")
+        assert bus.depth(topic, group).ready == 3
+    finally:
+        retire(bus, topic, group)

@@ -234,8 +234,9 @@ class RabbitMqBus(RepliesOverTopics):
         with self._lock:
             publisher = self._publisher
             # A forked child (a pre-forking web server) inherits the parent's publishing
-            # connections and not the keeper thread: it opens its own.
-            if publisher is None or publisher.closed or publisher.pid != os.getpid():
+            # connections and not the keeper thread: it opens its own. The pid is checked
+            # first: a lock a parent's thread held at the fork is never released in the child.
+            if publisher is None or publisher.pid != os.getpid() or publisher.closed:
                 publisher = self._publisher = Publisher(
                     self._parameters, self.exchange, heartbeat=self.heartbeat
                 )
