@@ -8,6 +8,7 @@ import contextlib
 import os
 import random
 import threading
+import time
 from collections.abc import Callable
 from typing import Final, TypeVar
 
@@ -22,6 +23,9 @@ T = TypeVar("T")
 #: Reconnection backoff: first delay, and the ceiling the doubling stops at.
 _BACKOFF_FIRST: Final = 0.1
 _BACKOFF_CAP: Final = 2.0
+
+#: Seconds a connection being closed may wait for the broker to agree.
+CLOSE_WAIT: Final = 2.0
 
 #: Every exception pika raises for a broker, connection or protocol problem.
 PIKA_ERRORS: Final = (pika.exceptions.AMQPError, pika.exceptions.ChannelError, OSError)
@@ -114,8 +118,23 @@ class Admin:
         close_quietly(connection)
 
     def close(self) -> None:
-        with self._lock:
-            self._reset()
+        """Close the connection, waiting at most ``CLOSE_WAIT`` seconds in all: a broker that
+        does not answer (frozen, or cut off without a reset) is left to finish the close on a
+        daemon thread, so shutting down never hangs on it."""
+        deadline = time.monotonic() + CLOSE_WAIT
+        if not self._lock.acquire(timeout=CLOSE_WAIT):
+            return  # an operation is stuck on the broker; its connection dies with the process
+        try:
+            connection, self._connection, self._channel = self._connection, None, None
+        finally:
+            self._lock.release()
+        if connection is None or not connection.is_open:
+            return
+        closer = threading.Thread(
+            target=close_quietly, args=(connection,), name="rabbitmq-bus:admin-close", daemon=True
+        )
+        closer.start()
+        closer.join(max(0.0, deadline - time.monotonic()))
 
 
 def close_quietly(connection: BlockingConnection | None) -> None:

@@ -12,21 +12,18 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 import attrs
 import pika
 import pika.spec
 from pika.adapters.select_connection import IOLoop, SelectConnection
 
-from adapters.bus._rabbitmq_connection import PIKA_ERRORS, Backoff, describe
+from adapters.bus._rabbitmq_connection import CLOSE_WAIT, PIKA_ERRORS, Backoff, describe
 from adapters.bus._rabbitmq_wire import MARK_HEADER
 from scalecore.errors import BackendUnavailable
 
 logger = logging.getLogger("adapters.bus.rabbitmq")  # one logger for the whole adapter
-
-#: Seconds a link being retired (idle too long, or the bus closing) may take to close cleanly.
-_CLOSE_TIMEOUT: Final = 2.0
 
 
 class Batch:
@@ -135,10 +132,13 @@ class Publisher:
             idle, self._idle = self._idle, []
             keeper = self._keeper
         self._stopping.set()
+        for link in idle:  # all at once: a broker that does not answer costs one timeout
+            link.begin_close()
+        deadline = time.monotonic() + CLOSE_WAIT
         for link in idle:
-            link.close(_CLOSE_TIMEOUT)
+            link.finish_close(deadline)
         if keeper is not None and keeper is not threading.current_thread():
-            keeper.join(_CLOSE_TIMEOUT)
+            keeper.join(CLOSE_WAIT)
 
     def _take(self) -> Link:
         with self._lock:
@@ -165,7 +165,7 @@ class Publisher:
             if keep:
                 self._idle.append(link)
         if not keep:
-            link.close(_CLOSE_TIMEOUT)
+            link.close(CLOSE_WAIT)
 
     def _keep(self) -> None:
         assert self._tend_every is not None
@@ -252,7 +252,12 @@ class Link:
     def close(self, timeout: float) -> None:
         """Fail whatever is still waiting and close the connection, waiting at most
         ``timeout`` seconds for the broker to agree. Idempotent."""
-        if self.closed:
+        self.begin_close()
+        self.finish_close(time.monotonic() + timeout)
+
+    def begin_close(self) -> None:
+        """Fail whatever is still waiting and ask the broker to close the connection."""
+        if self.closed or self._closing:
             return
         self._closing = True
         self._fail_all(list(self._outbox) + list(self._unconfirmed.values()), "the bus was closed")
@@ -264,8 +269,14 @@ class Link:
                 connection.close()  # _on_closed clears self._connection
             except PIKA_ERRORS:
                 self._connection = None
+
+    def finish_close(self, deadline: float) -> None:
+        """Wait until ``deadline`` at most for the close to complete, then release the loop."""
+        if self.closed:
+            return
+        self.begin_close()
         try:
-            self._drive(lambda: self._connection is None, time.monotonic() + timeout)
+            self._drive(lambda: self._connection is None, deadline)
         except Exception:  # closing anyway
             logger.exception("the bus publisher's I/O failed while closing")
         self._abandon()
