@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,41 @@ def test_readyz_survives_a_ping_that_raises_anything(tmp_path: Path) -> None:
     response = web.client().get("/readyz")
     assert response.status_code == 503
     assert "sessions" in response.json["error"]["message"]
+
+
+class FrozenCache(MemoryCache):
+    """A cache whose server stopped answering without closing anything."""
+
+    def __init__(self) -> None:
+        super().__init__(name="cache")
+        self.thaw = threading.Event()
+        self.pings = 0
+
+    def ping(self) -> None:
+        self.pings += 1
+        self.thaw.wait(30)
+
+
+def test_readyz_answers_in_bounded_time_when_a_backend_hangs(tmp_path: Path) -> None:
+    frozen = FrozenCache()
+    web = Web(tmp_path, overrides={"cache": frozen})
+    web.app.extensions["scalecore"].readiness.timeout = 0.3
+    try:
+        for _ in range(3):  # a load balancer probing again and again
+            began = time.monotonic()
+            response = web.client().get("/readyz")
+            assert time.monotonic() - began < 2.0
+            assert response.status_code == 503
+            assert response.json["checks"]["cache"] == "unavailable: no answer within 0.3 s"
+            assert response.json["checks"]["blobs"] == "ok"
+        assert frozen.pings == 1  # one stuck ping is waited on again, not started anew
+        frozen.thaw.set()
+        deadline = time.monotonic() + 5
+        while web.client().get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "ready again once the backend answers"
+            time.sleep(0.05)
+    finally:
+        frozen.thaw.set()
 
 
 # --------------------------------------------------------------------------- metrics

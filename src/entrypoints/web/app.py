@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, g, request
 
+from entrypoints.readiness import ReadinessProbe
 from entrypoints.tracing import install_web_tracing
 from entrypoints.web.api import api
 from entrypoints.web.drain import DrainRequestBody, drain_limit
@@ -129,7 +130,7 @@ def _base_app(
         web=dict(settings.web),
         metrics=metrics,
         max_upload_bytes=max_upload,
-        readiness=dict(container.readiness()),
+        readiness=ReadinessProbe(container.readiness()),
         read_only=bool(settings.read_only),
     )
     app = Flask(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import attrs
 from flask import current_app
 
+from entrypoints.readiness import ReadinessProbe
 from entrypoints.web.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class WebState:
     web: dict[str, Any]
     metrics: Metrics
     max_upload_bytes: int
-    readiness: dict[str, Callable[[], None]]
+    readiness: ReadinessProbe
     #: ``[deployment] read_only``: writes are refused and sessions are not written.
     read_only: bool = False
 
