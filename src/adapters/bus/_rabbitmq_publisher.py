@@ -12,7 +12,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import pika
@@ -24,6 +24,10 @@ from adapters.bus._rabbitmq_wire import MARK_HEADER
 from scalecore.errors import BackendUnavailable
 
 logger = logging.getLogger("adapters.bus.rabbitmq")  # one logger for the whole adapter
+
+#: Seconds a connection whose broker does not answer the close is still driven on a daemon
+#: thread, waiting for the answer or for the missed heartbeats to end it.
+_LINGER: Final = 300.0
 
 
 class Batch:
@@ -277,6 +281,21 @@ class Link:
         self.begin_close()
         try:
             self._drive(lambda: self._connection is None, deadline)
+        except Exception:  # closing anyway
+            logger.exception("the bus publisher's I/O failed while closing")
+        if self._connection is None:
+            self._abandon()
+            return
+        # The broker has not answered: finish on a daemon thread, which the missed heartbeats
+        # end at the latest, rather than holding the caller or dropping an open socket.
+        self.closed = True
+        threading.Thread(
+            target=self._linger, name="rabbitmq-bus:publisher-close", daemon=True
+        ).start()
+
+    def _linger(self) -> None:
+        try:
+            self._drive(lambda: self._connection is None, time.monotonic() + _LINGER)
         except Exception:  # closing anyway
             logger.exception("the bus publisher's I/O failed while closing")
         self._abandon()
