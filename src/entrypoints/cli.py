@@ -53,6 +53,7 @@ from entrypoints.container import (
     validate_settings,
 )
 from entrypoints.photofeed.config import load_settings, repositories
+from entrypoints.readiness import CHECK_TIMEOUT, ReadinessProbe
 from scalecore.errors import ConfigError, ScalecoreError
 
 __all__ = ["main"]
@@ -301,18 +302,14 @@ def check(config_path: str | None) -> None:
     backends.update(
         (f"photofeed.{name}", repositories(settings)[0]) for name in PhotoFeedRepositories.NAMES
     )
-    for name, ping in readiness_checks(container).items():
+    results = ReadinessProbe(readiness_checks(container), timeout=CHECK_TIMEOUT).run()
+    for name, error in results.items():
         label = f"{name} ({backends[name]})" if name in backends else name
-        try:
-            ping()
-        except ScalecoreError as exc:
-            click.echo(f"FAIL  {label}: {_one_line(str(exc))}")
-            failures += 1
-        except Exception as exc:  # an adapter that leaked a driver error: still a report
-            click.echo(f"FAIL  {label}: {type(exc).__name__}: {_one_line(str(exc))}")
-            failures += 1
-        else:
+        if error is None:
             click.echo(f"ok    {label}")
+        else:
+            click.echo(f"FAIL  {label}: {error}")
+            failures += 1
     close_adapters(container)
     if failures:
         click.echo(f"{failures} problem(s) found", err=True)

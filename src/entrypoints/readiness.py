@@ -16,10 +16,23 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Final
 
-__all__ = ["DEFAULT_TIMEOUT", "ReadinessProbe"]
+from scalecore.errors import ScalecoreError
+
+__all__ = ["CHECK_TIMEOUT", "DEFAULT_TIMEOUT", "ReadinessProbe", "describe"]
 
 #: Seconds a probe waits for every backend together.
 DEFAULT_TIMEOUT: Final = 2.0
+#: The same for ``scalecore check``, run by hand or by a deploy script, not every few seconds.
+CHECK_TIMEOUT: Final = 10.0
+
+
+def describe(exc: Exception) -> str:
+    """One line: the message of a scalecore error; type and message of anything else (a
+    driver error an adapter let through)."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, ScalecoreError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class _Ping:
@@ -35,7 +48,7 @@ class _Ping:
         try:
             self._check()
         except Exception as exc:  # any failure means "not ready", never a crash
-            self.error = " ".join(str(exc).split()) or type(exc).__name__
+            self.error = describe(exc)
         finally:
             self.done.set()
 

@@ -240,6 +240,26 @@ def test_check_fails_for_an_unreachable_backend(tmp_path: Path) -> None:
     assert "1 problem(s) found" in result.stderr
 
 
+def test_check_reports_a_backend_that_never_answers_within_its_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A peer that accepts the connection and then says nothing, as a frozen broker does.
+    silent = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = silent.getsockname()[1]
+        bus = f'[bus]\nbackend = "rabbitmq"\nurl = "amqp://guest:guest@127.0.0.1:{port}/%2F"\n'
+        path = config_file(tmp_path, MEMORY + bus)
+        monkeypatch.setattr("entrypoints.cli.CHECK_TIMEOUT", 0.5)
+        began = time.monotonic()
+        result = invoke("check", "--config", str(path))
+        assert time.monotonic() - began < 5
+    finally:
+        silent.close()
+    assert result.exit_code == 1
+    assert "FAIL  bus (rabbitmq): no answer within 0.5 s" in result.stdout
+    assert "ok    cache (memory)" in result.stdout
+
+
 def test_check_flags_puppies_in_a_multi_node_deployment(tmp_path: Path) -> None:
     path = config_file(tmp_path, MEMORY)
     result = invoke(

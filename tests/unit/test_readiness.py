@@ -31,7 +31,7 @@ def test_a_failing_ping_is_reported_on_one_line() -> None:
     probe = ReadinessProbe({"cache": down, "sessions": broken, "blobs": lambda: None})
     assert probe.run() == {
         "cache": "memcached at 127.0.0.1:1 refused the connection",
-        "sessions": "RuntimeError",
+        "sessions": "RuntimeError",  # a driver error an adapter let through: its type
         "blobs": None,
     }
 
