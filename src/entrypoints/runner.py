@@ -20,6 +20,7 @@ stay unsent, no slot is claimed). ``scalecore worker`` and ``scalecore scheduler
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -81,21 +82,53 @@ def _single_process_metrics() -> None:
 
 @contextmanager
 def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Set ``stop`` on SIGTERM or SIGINT while the block runs (main thread only)."""
+    """Set ``stop`` on SIGTERM or SIGINT while the block runs (main thread only).
 
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        _log.info("received %s: stopping", signal.Signals(signum).name)
-        stop.set()
-
+    The signal handler does nothing but write the signal's number to a pipe; a thread of
+    its own ("signals") reads it, logs it and sets ``stop``. A Python signal handler runs in
+    the main thread between two bytecodes, possibly while that thread holds ``stop``'s own
+    lock (inside ``stop.wait()``, on its way out): setting the event from the handler would
+    then wait for that lock forever, and so would anything else that takes a lock (a log
+    line). A signal that arrives after the block is handled as before it.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        # A full pipe (OSError): the watcher has signals enough to act on already.
+        with contextlib.suppress(OSError):
+            os.write(write_fd, bytes([signum]))
+
+    def watch() -> None:
+        while data := os.read(read_fd, 64):
+            for signum in data:
+                if signum == _END_OF_SIGNALS:
+                    return
+                _log.info("received %s: stopping", signal.Signals(signum).name)
+                stop.set()
+
+    watcher = threading.Thread(target=watch, name="signals", daemon=True)
+    watcher.start()
     try:
-        yield
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        os.set_blocking(write_fd, True)
+        os.write(write_fd, bytes([_END_OF_SIGNALS]))
+        watcher.join()
+        os.close(write_fd)
+        os.close(read_fd)
+
+
+#: Written to the signal pipe when the block of ``stop_on_signals`` ends (no signal is 0).
+_END_OF_SIGNALS = 0
 
 
 def relay_forever(relay: Any, stop: threading.Event, interval: float = RELAY_INTERVAL) -> None:
