@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -51,7 +52,8 @@ RELAY_INTERVAL = 1.0
 RELAY_BATCH = 100
 #: Seconds the scheduler waits at most between passes.
 SCHEDULER_POLL = 1.0
-#: Seconds a stopping process waits for work in flight.
+#: Seconds a stopping process waits for work in flight, all parts together: one deadline
+#: for the whole stop, not one per part.
 STOP_TIMEOUT = 10.0
 
 
@@ -157,6 +159,41 @@ def _scheduler(container: Container) -> Any:
     return Scheduler(container.ledger(), container.cron_jobs(), clock=container.clock())
 
 
+class _Stopping:
+    """One deadline for every part of a stop: each part gets the time the parts before it
+    left, and a part still running when that is gone is logged and left behind (its
+    threads are daemons), so the process still exits."""
+
+    def __init__(self, timeout: float = STOP_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._deadline = time.monotonic() + timeout
+
+    def remaining(self) -> float:
+        return max(0.0, self._deadline - time.monotonic())
+
+    def late(self, part: str) -> None:
+        _log.warning("stopping: %s did not stop within the %g s stop timeout", part, self.timeout)
+
+    def part(self, part: str, stop: Callable[[float], object]) -> None:
+        """Run ``stop(seconds left)``; log ``part`` as late if it returns False or uses up
+        the time, and as failed (then go on) if it raises."""
+        left = self.remaining()
+        try:
+            stopped = stop(left)
+        except Exception:
+            _log.exception("stopping: %s failed", part)
+            return
+        if left <= 0:
+            _log.warning("stopping: no time left to wait for %s", part)
+        elif stopped is False or self.remaining() <= 0:
+            self.late(part)
+
+    def join(self, thread: threading.Thread) -> None:
+        thread.join(self.remaining())
+        if thread.is_alive():
+            self.late(f"thread {thread.name}")
+
+
 def _thread(name: str, target: Callable[[], None]) -> threading.Thread:
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
@@ -256,7 +293,7 @@ def ops_endpoints(
     try:
         yield
     finally:
-        server.shutdown()
+        server.shutdown()  # its loop ends within half a second; no request is waited for
         server.server_close()
         thread.join(STOP_TIMEOUT)
 
@@ -359,14 +396,17 @@ def run_all(
             while not stop.is_set() and web_thread.is_alive():
                 stop.wait(0.5)
         finally:
-            stop.set()
+            stop.set()  # the relay and the scheduler stop while the web drains
+            stopping = _Stopping()
+            # The web first (its requests may still publish), then what feeds the bus,
+            # then the bus: handlers in flight finish, what is queued stays unhandled.
             if server is not None:
-                server.shutdown()
+                stopping.part("the web server", server.shutdown)
                 server.server_close()
             for thread in threads:
-                thread.join(STOP_TIMEOUT)
+                stopping.join(thread)
             if bus is not None:
-                bus.stop(STOP_TIMEOUT)
+                stopping.part("the bus", bus.stop)
             close_adapters(container)
     echo("scalecore: stopped")
 
@@ -420,10 +460,12 @@ def run_worker(
                 stop.wait()
         finally:
             stop.set()
+            stopping = _Stopping()
             if relay_thread is not None:
-                relay_thread.join(STOP_TIMEOUT)
+                stopping.join(relay_thread)
             if bus is not None:
-                bus.stop(STOP_TIMEOUT)  # handlers in flight finish; the rest is redelivered
+                # Handlers in flight finish; the rest is redelivered.
+                stopping.part("the bus", bus.stop)
             close_adapters(container)
     echo("scalecore worker: stopped")
 

@@ -7,8 +7,8 @@ process (a forking server such as gunicorn would not carry those threads into it
 werkzeug's development server remains available for debugging (``--server werkzeug``).
 
 :class:`WsgiServer` is what the runner drives, whichever server is underneath:
-``serve_forever()`` in a thread, then ``shutdown()`` (stop accepting, let requests in
-flight finish within a timeout) and ``server_close()``.
+``serve_forever()`` in a thread, then ``shutdown(timeout)`` (stop accepting, let requests
+in flight finish, all within ``timeout`` seconds) and ``server_close()``.
 """
 
 from __future__ import annotations
@@ -30,12 +30,22 @@ CONNECTION_LIMIT = 1000
 BACKLOG = 2048
 
 
+#: Seconds a stopping waitress still gives its loop to close the connections once the
+#: stop timeout has passed (closing takes a moment; it is what ends the loop).
+CLOSE_GRACE = 0.5
+
+_log = logging.getLogger(__name__)
+
+
 class WsgiServer(Protocol):
     server_address: tuple[Any, ...]
 
     def serve_forever(self) -> None: ...
 
-    def shutdown(self) -> None: ...
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Stop serving within ``timeout`` seconds (None: the server's own); True if
+        every request in flight finished in time."""
+        ...
 
     def server_close(self) -> None: ...
 
@@ -118,19 +128,33 @@ class WaitressServer:
         # waitress's dispatchers belong to the thread running its loop: hand work to it.
         self._server.trigger.pull_trigger(thunk)
 
-    def shutdown(self) -> None:
-        """Stop accepting; let requests in flight finish (up to the stop timeout); close
-        every connection and end the loop; stop the app threads."""
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Stop accepting; let requests in flight finish; close every connection (idle
+        keep-alive ones at once) and end the loop; stop the app threads.
+
+        All of it within ``timeout`` seconds (default: the server's ``stop_timeout``),
+        plus at most :data:`CLOSE_GRACE` to close the connections once it has passed.
+        Returns True if every request in flight finished in time; logs what did not.
+        """
         server = self._server
         from waitress import wasyncore
 
+        wait = self._stop_timeout if timeout is None else max(0.0, timeout)
+        deadline = time.monotonic() + wait
+
+        def remaining() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         self._in_loop(lambda: wasyncore.dispatcher.close(server))  # the listener only
-        deadline = time.monotonic() + self._stop_timeout
-        while time.monotonic() < deadline and (
-            server.task_dispatcher.queue
-            or any(channel.requests for channel in list(server.active_channels.values()))
-        ):
+        while remaining() > 0 and self._busy(server):
             time.sleep(0.05)
+        drained = not self._busy(server)
+        if not drained:
+            _log.warning(
+                "web: requests still in flight after the %.1f s stop timeout: closing "
+                "their connections",
+                wait,
+            )
 
         trigger = server.trigger
 
@@ -145,13 +169,45 @@ class WaitressServer:
             # reuses the descriptor.
             trigger.del_channel()
 
+        # Closing takes a moment even when the timeout has passed: give it the grace.
+        deadline = max(deadline, time.monotonic() + CLOSE_GRACE)
         self._in_loop(close_everything)
-        self._stopped.wait(self._stop_timeout)
-        server.task_dispatcher.shutdown(timeout=self._stop_timeout)
+        if not self._stopped.wait(remaining()):
+            _log.warning("web: the waitress loop did not end within the stop timeout")
+        # Logs by itself how many app threads are still running when time is up.
+        server.task_dispatcher.shutdown(timeout=remaining())
         trigger.close()
+        return drained
+
+    @staticmethod
+    def _busy(server: Any) -> bool:
+        """Whether a request is queued or being served (an idle keep-alive connection
+        is not)."""
+        return bool(server.task_dispatcher.queue) or any(
+            channel.requests for channel in list(server.active_channels.values())
+        )
 
     def server_close(self) -> None:
         """Nothing left to close after :meth:`shutdown`."""
+
+
+class _Werkzeug:
+    """werkzeug's development server as a :class:`WsgiServer`. Its request threads are
+    daemons it does not wait for: ``shutdown`` only ends its loop (within half a second)."""
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+        self.server_address: tuple[Any, ...] = server.server_address
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        self._server.shutdown()
+        return True
+
+    def server_close(self) -> None:
+        self._server.server_close()
 
 
 def serve(
@@ -175,7 +231,7 @@ def serve(
         host, port = listener.getsockname()[:2]
         try:
             # Werkzeug takes a duplicate of the bound socket.
-            return make_server(host, port, app, threaded=True, fd=listener.fileno())
+            return _Werkzeug(make_server(host, port, app, threaded=True, fd=listener.fileno()))
         finally:
             listener.close()
     raise ValueError(f"unknown server {server!r}; known: {', '.join(SERVERS)}")
