@@ -9,7 +9,8 @@
                    server, each slot still runs once.
 
 Every runner stops gracefully on SIGTERM or SIGINT: it stops taking work, lets work in
-flight finish (bounded by a timeout), closes its adapters and returns.
+flight finish (within ``STOP_TIMEOUT`` for the whole stop; a part still running then is
+logged and left behind), closes its adapters and returns.
 
 On a read-only deployment (``[deployment] read_only = true``) nothing writes while the data
 is moved: the web app serves reads and refuses writes; the feed worker does not consume
