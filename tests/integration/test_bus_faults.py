@@ -372,9 +372,12 @@ def test_a_stalled_broker_fails_a_publish_at_publish_timeout_and_the_bus_recover
             with pytest.raises(BackendUnavailable, match="did not confirm"):
                 bus.publish(topic, "while frozen")
             assert 1.4 < time.monotonic() - began < 4.0
+            publisher = bus._publisher  # the pool is what this part is about
+            assert publisher is not None
+            assert publisher.connections == 0  # a timed-out connection is not lent again
             began = time.monotonic()
-            bus.close()  # closing does not wait on the frozen broker for long either
-            assert time.monotonic() - began < 5.0
+            bus.close()  # one wait of CLOSE_WAIT (2 s) for all its connections together
+            assert time.monotonic() - began < 3.5
         finally:
             private_broker.resume()
         bus.publish_timeout = 30.0
@@ -589,7 +592,7 @@ def test_threads_publishing_at_once_get_a_connection_each_and_later_ones_reuse_t
         retire(bus, topic, group)
 
 
-def test_a_connection_idle_past_the_heartbeat_is_replaced_not_found_dead(
+def test_an_idle_connection_is_kept_alive_past_the_heartbeat(
     amqp_url: str, unique: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An idle publishing connection is kept alive (the broker drops a connection after two
@@ -635,4 +638,121 @@ def test_a_forked_child_publishes_on_connections_of_its_own(amqp_url: str, uniqu
         bus.publish(topic, "parent, after")
         assert bus.depth(topic, group).ready == 3
     finally:
+        retire(bus, topic, group)
+
+
+class CuttableProxy:
+    """A TCP relay on a free loopback port to the shared broker, whose connections can be
+    cut at once (both sockets reset), as a broker restart or a network fault does."""
+
+    def __init__(self, port: int = 5672) -> None:
+        self._target = port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._target), timeout=5)
+            with self._lock:
+                self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+
+    def cut(self) -> None:
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                sock.close()  # linger 0: a reset, not a clean close
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        self._thread.join(5)
+        self.cut()
+
+
+def test_an_idle_connection_that_was_cut_is_dropped_and_the_next_publish_opens_one(
+    amqp_url: str, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic, group = f"fault.cut.{unique}", "group"
+    proxy = CuttableProxy()
+    bus = RabbitMqBus(url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F", heartbeat=1)
+    try:
+        bus.declare(topic, group)
+        bus.publish(topic, "before")
+        publisher = bus._publisher  # the pool is what this test is about
+        assert publisher is not None
+        assert publisher.connections == 1
+        proxy.cut()
+        # The keeper (every quarter heartbeat) notices and drops it, without reconnecting
+        # in the background: a publish opens what it needs.
+        wait_until(lambda: publisher.connections == 0, 5, "the cut connection dropped")
+        caplog.clear()
+        time.sleep(1.0)
+        assert publisher.connections == 0
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        began = time.monotonic()
+        bus.publish(topic, "after")
+        assert time.monotonic() - began < 1.0
+        assert bus.depth(topic, group).ready == 2
+    finally:
+        bus.close()
+        proxy.close()
+        retire(RabbitMqBus(url=amqp_url), topic, group)
+
+
+def test_the_pool_does_not_grow_while_the_keeper_tends_it(amqp_url: str, unique: str) -> None:
+    """Sixteen threads publish without pause for 4 s while the keeper runs every 0.25 s: the
+    pool never holds more connections than threads."""
+    topic, group = f"fault.steady.{unique}", "group"
+    bus = RabbitMqBus(url=amqp_url, heartbeat=1)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    most = [0]
+
+    def publish_until_stopped() -> None:
+        try:
+            while not stop.is_set():
+                bus.publish(topic, 1)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    senders = [threading.Thread(target=publish_until_stopped) for _ in range(16)]
+    try:
+        bus.declare(topic, group)
+        for sender in senders:
+            sender.start()
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline:
+            publisher = bus._publisher  # the pool is what this test is about
+            if publisher is not None:
+                most[0] = max(most[0], publisher.connections)
+            time.sleep(0.01)
+        stop.set()
+        for sender in senders:
+            sender.join(30)
+        assert failures == []
+        assert 1 <= most[0] <= 16
+    finally:
+        stop.set()
         retire(bus, topic, group)

@@ -117,19 +117,21 @@ class Admin:
         connection, self._connection, self._channel = self._connection, None, None
         close_quietly(connection)
 
-    def close(self) -> None:
-        """Close the connection, waiting at most ``CLOSE_WAIT`` seconds in all: a broker that
-        does not answer (frozen, or cut off without a reset) is left to finish the close on a
-        daemon thread, so shutting down never hangs on it."""
-        deadline = time.monotonic() + CLOSE_WAIT
-        if not self._lock.acquire(timeout=CLOSE_WAIT):
+    def close(self, deadline: float | None = None) -> None:
+        """Close the connection, waiting until ``deadline`` (default: ``CLOSE_WAIT`` from
+        now) at most: a broker that does not answer (frozen, or cut off without a reset) is
+        left to finish the close on a daemon thread, so shutting down never hangs on it."""
+        if deadline is None:
+            deadline = time.monotonic() + CLOSE_WAIT
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             return  # an operation is stuck on the broker; its connection dies with the process
         try:
             connection, self._connection, self._channel = self._connection, None, None
+            forked = self._pid != os.getpid()
         finally:
             self._lock.release()
-        if connection is None or not connection.is_open:
-            return
+        if connection is None or forked or not connection.is_open:
+            return  # a forked child must not close the parent's socket: it only forgets it
         closer = threading.Thread(
             target=close_quietly, args=(connection,), name="rabbitmq-bus:admin-close", daemon=True
         )

@@ -4,6 +4,7 @@ that adapter."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -24,6 +25,11 @@ from adapters.bus._rabbitmq_wire import MARK_HEADER
 from scalecore.errors import BackendUnavailable
 
 logger = logging.getLogger("adapters.bus.rabbitmq")  # one logger for the whole adapter
+
+#: Seconds an idle publishing connection is kept, beyond the most recently used one.
+IDLE_CLOSE: Final = 120.0
+#: Seconds between the keeper's rounds when heartbeats are off (``heartbeat = 0``).
+_TEND_WITHOUT_HEARTBEATS: Final = 15.0
 
 #: Seconds a connection whose broker does not answer the close is still driven on a daemon
 #: thread, waiting for the answer or for the missed heartbeats to end it.
@@ -83,11 +89,15 @@ class Publisher:
     ``send`` takes an idle :class:`Link` (or opens one), publishes on it and drives its I/O
     on the calling thread until the broker has confirmed every message: no hand-off to
     another thread and back, so a confirmed publish costs what bare pika's does. Threads
-    publishing at the same time use different links, so the pool holds as many connections
-    as the most threads that ever published at once. While links sit idle, a keeper thread
-    tends them every quarter heartbeat: heartbeats go out and come in, a connection the
-    broker dropped meanwhile is noticed and opened again, so a publish after a quiet spell
-    finds a live connection.
+    publishing at the same time use different links, so the pool grows to the most threads
+    that published at once; links beyond the most recently used one close after
+    ``IDLE_CLOSE`` seconds without use, so it shrinks again after a burst.
+
+    A keeper thread tends the idle links every quarter heartbeat (15 s without heartbeats):
+    heartbeats go out and come in, and a link whose connection dropped meanwhile (a broker
+    restart) is closed and left out, so the next publish opens a fresh one. A link whose
+    send failed or timed out is not reused either. Each link has a lock: whoever drives it
+    (a sender, the keeper) holds it, so a link is never driven by two threads at once.
     """
 
     def __init__(
@@ -95,7 +105,7 @@ class Publisher:
     ) -> None:
         self._parameters = parameters
         self._exchange = exchange
-        self._tend_every = heartbeat / 4 if heartbeat > 0 else None
+        self._tend_every = heartbeat / 4 if heartbeat > 0 else _TEND_WITHOUT_HEARTBEATS
         self._lock = threading.Lock()
         self._idle: list[Link] = []  # most recently used last
         self._busy: set[Link] = set()
@@ -128,60 +138,91 @@ class Publisher:
         finally:
             self._give_back(link)
 
-    def close(self) -> None:
-        """Close the idle links now and the busy ones as their sends return; stop the
+    def close(self, deadline: float) -> None:
+        """Close the idle links (waiting for the broker until ``deadline`` at most, then
+        finishing on a daemon thread) and the busy ones as their sends return; stop the
         keeper. Idempotent; a send after this raises ``BackendUnavailable``."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
             keeper = self._keeper
         self._stopping.set()
-        for link in idle:  # all at once: a broker that does not answer costs one timeout
-            link.begin_close()
-        deadline = time.monotonic() + CLOSE_WAIT
+        for link in idle:  # all at once: a broker that does not answer costs one wait
+            with link.driver:
+                link.begin_close()
         for link in idle:
-            link.finish_close(deadline)
+            with link.driver:
+                link.finish_close(deadline)
         if keeper is not None and keeper is not threading.current_thread():
-            keeper.join(CLOSE_WAIT)
+            keeper.join(max(0.0, deadline - time.monotonic()))
 
     def _take(self) -> Link:
         with self._lock:
             if self._closed:
                 raise BackendUnavailable("the bus's publisher is closed")
-            if self._idle:
-                link = self._idle.pop()
+            link = self._idle.pop() if self._idle else None
+            if link is not None:
                 self._busy.add(link)
-                return link
-        link = Link(self._parameters, self._exchange)  # connects outside the lock
-        with self._lock:
-            self._busy.add(link)
-            if self._keeper is None and self._tend_every is not None:
-                self._keeper = threading.Thread(
-                    target=self._keep, name="rabbitmq-bus:publish-keeper", daemon=True
-                )
-                self._keeper.start()
+        if link is None:
+            try:
+                link = Link(self._parameters, self._exchange)  # connects outside the lock
+            except OSError as exc:  # no file descriptors left, say
+                raise BackendUnavailable(
+                    f"cannot open a connection to RabbitMQ: {describe(exc)}"
+                ) from exc
+            with self._lock:
+                self._busy.add(link)
+                if self._keeper is None:
+                    self._keeper = threading.Thread(
+                        target=self._keep, name="rabbitmq-bus:publish-keeper", daemon=True
+                    )
+                    self._keeper.start()
+        link.driver.acquire()  # the keeper may be tending it: that takes no time
         return link
 
     def _give_back(self, link: Link) -> None:
+        link.driver.release()
         with self._lock:
             self._busy.discard(link)
-            keep = not self._closed and not link.closed
+            # A link whose send timed out may sit on a half-open connection: not reused.
+            keep = not link.failed and not self._closed and not link.closed
             if keep:
                 self._idle.append(link)
         if not keep:
-            link.close(CLOSE_WAIT)
+            _retire(link)
 
     def _keep(self) -> None:
-        assert self._tend_every is not None
         while not self._stopping.wait(self._tend_every):
             with self._lock:
-                idle, self._idle = self._idle, []
-                self._busy.update(idle)
-            for link in idle:
+                idle = list(self._idle)
+            now = time.monotonic()
+            for position, link in enumerate(reversed(idle)):  # most recently used first
+                if not link.driver.acquire(blocking=False):
+                    continue  # a sender has it
                 try:
-                    link.tend()
+                    surplus = position > 0 and now - link.last_used > IDLE_CLOSE
+                    if not surplus:
+                        link.tend()
+                    if surplus or link.closed or not link.ready:
+                        with self._lock:
+                            if link not in self._idle:
+                                continue  # a sender took it meanwhile: it copes
+                            self._idle.remove(link)
+                        link.close(CLOSE_WAIT)
                 finally:
-                    self._give_back(link)
+                    link.driver.release()
+
+
+def _retire(link: Link) -> None:
+    """Close a link on a daemon thread: the sender that gave it back does not wait."""
+    if link.closed:
+        return
+
+    def close() -> None:
+        with link.driver:
+            link.close(CLOSE_WAIT)
+
+    threading.Thread(target=close, name="rabbitmq-bus:publisher-close", daemon=True).start()
 
 
 class Link:
@@ -203,8 +244,12 @@ class Link:
         self._connection: SelectConnection | None = None
         self._channel: Any = None  # pika.channel.Channel once open in confirm mode
         self._ready = False
+        self._channel_opening = False
         self._closing = False
         self.closed = False
+        self.failed = False  # a send timed out on it
+        #: Held by whoever drives this link: a sender, the keeper, a closer.
+        self.driver = threading.Lock()
         self._outbox: deque[Outgoing] = deque()
         self._unconfirmed: dict[int, Outgoing] = {}
         self._by_token: dict[str, Outgoing] = {}
@@ -233,12 +278,18 @@ class Link:
             self.last_used = time.monotonic()
         if not batch.done:
             batch.cancelled = True
+            self.failed = True
             raise BackendUnavailable(
                 f"RabbitMQ did not confirm the message within {timeout:g} s "
                 f"(last problem: {self.last_error}); it may or may not have been published"
             )
         if batch.error is not None:
             raise BackendUnavailable(batch.error)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the channel is open in confirm mode, so a send goes out at once."""
+        return self._ready
 
     def tend(self) -> None:
         """Do what is due without waiting: read what arrived, send heartbeats, reconnect."""
@@ -339,9 +390,17 @@ class Link:
             self._lost(exc)
 
     def _on_open(self, connection: Any) -> None:
+        self._open_channel(connection)
+
+    def _open_channel(self, connection: Any) -> None:
+        self._channel_opening = True
         connection.channel(on_open_callback=self._on_channel_open)
 
     def _on_channel_open(self, channel: Any) -> None:
+        self._channel_opening = False
+        if self._closing or channel.connection is not self._connection:
+            channel.close()  # opened for a connection since replaced: never a second one
+            return
         self._channel = channel
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
@@ -349,10 +408,13 @@ class Link:
             exchange=self._exchange,
             exchange_type="topic",
             durable=True,
-            callback=lambda _frame: channel.confirm_delivery(
-                ack_nack_callback=self._on_confirm, callback=self._on_confirm_mode
-            ),
+            callback=functools.partial(self._on_declared, channel),
         )
+
+    def _on_declared(self, channel: Any, _frame: Any) -> None:
+        if channel is not self._channel or not channel.is_open:
+            return  # closed meanwhile: its close callback has taken over
+        channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_mode)
 
     def _on_confirm_mode(self, _frame: Any) -> None:
         self._next_tag = 1  # delivery tags restart at 1 on every channel
@@ -378,14 +440,22 @@ class Link:
         if self._closing or connection is None or not connection.is_open:
             return  # _on_closed follows and reconnects
         logger.warning("bus publisher channel closed (%s); reopening", self.last_error)
-        self._ioloop.call_later(self._backoff.next(), self._reopen_channel)
+        self._ioloop.call_later(
+            self._backoff.next(), functools.partial(self._reopen_channel, connection)
+        )
 
-    def _reopen_channel(self) -> None:
-        connection = self._connection
-        if self._closing or self._channel is not None or connection is None:
+    def _reopen_channel(self, connection: Any) -> None:
+        if (
+            self._closing
+            or connection is not self._connection  # the connection was replaced meanwhile
+            or self._channel is not None
+            or self._channel_opening
+            or connection is None
+            or not connection.is_open
+        ):
             return
         try:
-            connection.channel(on_open_callback=self._on_channel_open)
+            self._open_channel(connection)
         except PIKA_ERRORS as exc:
             self.last_error = describe(exc)  # the connection is going; _on_closed follows
 
@@ -393,6 +463,7 @@ class Link:
         """Put every unconfirmed message back at the front of the queue, oldest first."""
         self._ready = False
         self._channel = None
+        self._channel_opening = False
         pending = list(self._unconfirmed.values())
         self._unconfirmed.clear()
         self._by_token.clear()

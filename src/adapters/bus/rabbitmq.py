@@ -55,7 +55,13 @@ from adapters.bus import (
     outgoing_headers,
     unpack_reply,
 )
-from adapters.bus._rabbitmq_connection import PIKA_ERRORS, Admin, message_count, queue_exists
+from adapters.bus._rabbitmq_connection import (
+    CLOSE_WAIT,
+    PIKA_ERRORS,
+    Admin,
+    message_count,
+    queue_exists,
+)
 from adapters.bus._rabbitmq_consumer import Consumer
 from adapters.bus._rabbitmq_publisher import Outgoing, Publisher
 from adapters.bus._rabbitmq_wire import (
@@ -495,9 +501,11 @@ class RabbitMqBus(RepliesOverTopics):
         deadline = time.monotonic() + 5.0
         for consumer in consumers:
             consumer.join(deadline)
+        # One wait for the broker to agree to close, shared by every connection.
+        deadline = time.monotonic() + CLOSE_WAIT
         if publisher is not None:
-            publisher.close()
-        self._admin.close()
+            publisher.close(deadline)
+        self._admin.close(deadline)
 
     def ping(self) -> None:
         """Raise ``BackendUnavailable`` unless the broker answers (and accepts the exchange)."""
