@@ -756,3 +756,34 @@ def test_the_pool_does_not_grow_while_the_keeper_tends_it(amqp_url: str, unique:
     finally:
         stop.set()
         retire(bus, topic, group)
+
+
+def test_the_pool_shrinks_back_to_one_connection_after_a_burst(
+    amqp_url: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("adapters.bus._rabbitmq_publisher.IDLE_CLOSE", 0.5)
+    topic, group = f"fault.shrink.{unique}", "group"
+    bus = RabbitMqBus(url=amqp_url, heartbeat=1)  # the keeper runs every 0.25 s
+    barrier = threading.Barrier(4, timeout=10)
+
+    def burst() -> None:
+        barrier.wait()
+        for n in range(30):
+            bus.publish(topic, n)
+
+    try:
+        bus.declare(topic, group)
+        threads = [threading.Thread(target=burst) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        publisher = bus._publisher  # the pool is what this test is about
+        assert publisher is not None
+        assert publisher.connections >= 2
+        wait_until(lambda: publisher.connections == 1, 5, "the surplus connections closed")
+        bus.publish(topic, "after")  # on the one kept warm
+        assert publisher.connections == 1
+        assert bus.depth(topic, group).ready == 121
+    finally:
+        retire(bus, topic, group)
