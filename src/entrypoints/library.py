@@ -37,12 +37,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from entrypoints.config import PORT_SECTIONS, Settings, load_config
+from entrypoints.readiness import CHECK_TIMEOUT, ReadinessProbe
 from entrypoints.wiring.core import CoreContainer, close_container, port_schemas
 from entrypoints.wiring.validation import validate_settings
 from scalecore.capabilities import Capability
 from scalecore.clock import Clock
 from scalecore.cron import CronJob, Scheduler
-from scalecore.errors import ConfigError, ScalecoreError
+from scalecore.errors import ConfigError
 from scalecore.maintenance import maintenance_jobs
 from scalecore.outbox import OutboxRelay
 from scalecore.singleflight import SingleFlight
@@ -308,16 +309,10 @@ class Deployment:
         return checks
 
     def check(self) -> dict[str, str | None]:
-        """Ping every backend now: name -> ``None`` when it answers, else the error."""
-        results: dict[str, str | None] = {}
-        for name, ping in self.readiness().items():
-            try:
-                ping()
-            except ScalecoreError as exc:
-                results[name] = str(exc)
-            else:
-                results[name] = None
-        return results
+        """Ping every backend now, all at once: name -> ``None`` when it answers, else the
+        error on one line; a backend that has not answered after ``CHECK_TIMEOUT`` (10 s)
+        is reported as such rather than waited for."""
+        return ReadinessProbe(self.readiness(), timeout=CHECK_TIMEOUT).run()
 
     def close(self) -> None:
         """Close every adapter and connection pool built so far. Idempotent."""
