@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pika
 import pytest
+from tcp_relay import Relay
 
 from adapters.bus.rabbitmq import RabbitMqBus
 from scalecore.capabilities import Capability
@@ -641,69 +642,19 @@ def test_a_forked_child_publishes_on_connections_of_its_own(amqp_url: str, uniqu
         retire(bus, topic, group)
 
 
-class CuttableProxy:
-    """A TCP relay on a free loopback port to the shared broker, whose connections can be
-    cut at once (both sockets reset), as a broker restart or a network fault does."""
-
-    def __init__(self, port: int = 5672) -> None:
-        self._target = port
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
-        self.port = self._listener.getsockname()[1]
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self._target), timeout=5)
-            with self._lock:
-                self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-
-    def cut(self) -> None:
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
-                sock.close()  # linger 0: a reset, not a clean close
-
-    def close(self) -> None:
-        self._stop.set()
-        self._listener.close()
-        self._thread.join(5)
-        self.cut()
-
-
 def test_an_idle_connection_that_was_cut_is_dropped_and_the_next_publish_opens_one(
     amqp_url: str, unique: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     topic, group = f"fault.cut.{unique}", "group"
-    proxy = CuttableProxy()
-    bus = RabbitMqBus(url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F", heartbeat=1)
+    relay = Relay(("127.0.0.1", 5672))
+    bus = RabbitMqBus(url=f"amqp://guest:guest@127.0.0.1:{relay.port}/%2F", heartbeat=1)
     try:
         bus.declare(topic, group)
         bus.publish(topic, "before")
         publisher = bus._publisher  # the pool is what this test is about
         assert publisher is not None
         assert publisher.connections == 1
-        proxy.cut()
+        relay.cut()
         # The keeper (every quarter heartbeat) notices and drops it, without reconnecting
         # in the background: a publish opens what it needs.
         wait_until(lambda: publisher.connections == 0, 5, "the cut connection dropped")
@@ -711,13 +662,14 @@ def test_an_idle_connection_that_was_cut_is_dropped_and_the_next_publish_opens_o
         time.sleep(1.0)
         assert publisher.connections == 0
         assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        relay.restore()  # the broker is reachable again
         began = time.monotonic()
         bus.publish(topic, "after")
         assert time.monotonic() - began < 1.0
         assert bus.depth(topic, group).ready == 2
     finally:
         bus.close()
-        proxy.close()
+        relay.cut()
         retire(RabbitMqBus(url=amqp_url), topic, group)
 
 
